@@ -1,0 +1,140 @@
+//! Settings resolved once from flags, the `--config` file and defaults (flag > file > default),
+//! then passed down as `&Settings`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use super::GlobalArgs;
+use crate::error::Fail;
+use crate::logging::LogFormat;
+
+/// The effective global settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// CA state directory.
+    pub state: PathBuf,
+    /// Spool directory.
+    pub spool: PathBuf,
+    /// Policy file.
+    pub policy: PathBuf,
+    /// Passphrase file, if one was named (flag or config); `$CREDENTIALS_DIRECTORY` is
+    /// consulted by the key loader when this is `None`.
+    pub passphrase_file: Option<PathBuf>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Accept loose permissions on secret files.
+    pub allow_loose_permissions: bool,
+    /// Client wait limit.
+    pub timeout: Duration,
+    /// Keys of the config file that only some subcommands read (e.g. `listen`, `api`).
+    pub file: ConfigFile,
+}
+
+/// The `--config` TOML file: the global flags' names plus subcommand options.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    /// `--state`.
+    pub state: Option<PathBuf>,
+    /// `--spool`.
+    pub spool: Option<PathBuf>,
+    /// `--policy`.
+    pub policy: Option<PathBuf>,
+    /// `--passphrase-file`.
+    pub passphrase_file: Option<PathBuf>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+    /// `--timeout`.
+    pub timeout: Option<String>,
+    /// `serve --listen`.
+    pub listen: Option<String>,
+    /// `serve --db`.
+    pub db: Option<String>,
+    /// `serve --sync-token-file`.
+    pub sync_token_file: Option<PathBuf>,
+    /// `serve --rate-limit`.
+    pub rate_limit: Option<String>,
+    /// `serve --trusted-proxy`.
+    pub trusted_proxy: Option<Vec<String>>,
+    /// `serve --pending-ttl`.
+    pub pending_ttl: Option<String>,
+    /// `serve --result-ttl`.
+    pub result_ttl: Option<String>,
+    /// `sync --api`.
+    pub api: Option<String>,
+    /// `sync --token-file`.
+    pub token_file: Option<PathBuf>,
+    /// `sync --interval`.
+    pub interval: Option<String>,
+    /// client `--ca-url`.
+    pub ca_url: Option<String>,
+    /// `daemon --workers`.
+    pub workers: Option<usize>,
+    /// `daemon --metrics-file`.
+    pub metrics_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Resolves flags over the config file over defaults.
+    pub fn resolve(args: &GlobalArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => load_config(path)?,
+            None => ConfigFile::default(),
+        };
+        let base = args
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let from_file = |p: &Option<PathBuf>| p.as_ref().map(|p| base.join(p));
+        let timeout = match (&args.timeout, &file.timeout) {
+            (Some(t), _) => *t,
+            (None, Some(t)) => crate::duration::parse(t).map_err(|e| Fail::usage(e.to_string()))?,
+            (None, None) => Duration::from_secs(30),
+        };
+        Ok(Self {
+            state: args
+                .state
+                .clone()
+                .or_else(|| from_file(&file.state))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE)),
+            spool: args
+                .spool
+                .clone()
+                .or_else(|| from_file(&file.spool))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL)),
+            policy: args
+                .policy
+                .clone()
+                .or_else(|| from_file(&file.policy))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY)),
+            passphrase_file: args
+                .passphrase_file
+                .clone()
+                .or_else(|| from_file(&file.passphrase_file)),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            allow_loose_permissions: args.allow_loose_permissions,
+            timeout,
+            file,
+        })
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<ConfigFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        Fail::usage(format!("{}: {}", path.display(), e.to_string().trim()))
+    })
+}
+
+/// Default state directory (relative to the working directory).
+pub const DEFAULT_STATE: &str = ".smsgate-ca";
+/// Default spool directory.
+pub const DEFAULT_SPOOL: &str = "spool";
+/// Default policy file.
+pub const DEFAULT_POLICY: &str = "policy/default.toml";

@@ -1,0 +1,16 @@
+//! smsgate-ca: a private certificate authority for TLS server certificates on private IP
+//! addresses, whose signing key never touches a network (see DESIGN.md).
+//!
+//! Roles are kept apart as in Let's Encrypt's Boulder: [`policy`] decides (pure), [`signer`]
+//! signs exactly what policy approved, [`spool`] and [`ledger`] move and record, and the
+//! front doors ([`api`], [`sync`], [`client`], [`cli`]) talk to people and programs.
+//! The library exists so that `tests/` and `fuzz/` can reach the internals.
+
+pub mod cli;
+pub mod csr;
+pub mod duration;
+pub mod error;
+pub mod fsx;
+pub mod key_type;
+pub mod logging;
+pub mod request;

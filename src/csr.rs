@@ -205,10 +205,7 @@ fn key_kind(key: &PKey<Public>) -> KeyKind {
     match key.id() {
         Id::RSA => KeyKind::Rsa(key.bits()),
         Id::EC => {
-            let curve = key
-                .ec_key()
-                .ok()
-                .and_then(|ec| ec.group().curve_name());
+            let curve = key.ec_key().ok().and_then(|ec| ec.group().curve_name());
             match curve {
                 Some(Nid::X9_62_PRIME256V1) => KeyKind::EcP256,
                 Some(Nid::SECP384R1) => KeyKind::EcP384,
@@ -241,7 +238,9 @@ fn digest_of(oid: &str) -> SignatureDigest {
 fn san_entry(name: &GeneralName<'_>) -> SanEntry {
     match name {
         GeneralName::IPAddress(bytes) => match bytes.len() {
-            4 => SanEntry::Ip(IpAddr::from(<[u8; 4]>::try_from(*bytes).expect("length checked"))),
+            4 => SanEntry::Ip(IpAddr::from(
+                <[u8; 4]>::try_from(*bytes).expect("length checked"),
+            )),
             16 => SanEntry::Ip(IpAddr::from(
                 <[u8; 16]>::try_from(*bytes).expect("length checked"),
             )),
@@ -267,15 +266,18 @@ mod tests {
     use super::*;
 
     /// The upstream CLI's extendedKeyUsage value: an OID cut short (DESIGN §3).
-    pub(crate) const UPSTREAM_BAD_EKU: &[u8] =
-        &[0x30, 0x06, 0x06, 0x04, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+    pub(crate) const UPSTREAM_BAD_EKU: &[u8] = &[
+        0x30, 0x06, 0x06, 0x04, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01,
+    ];
 
     #[test]
     fn garbage_is_not_a_csr() {
         assert!(matches!(parse(b"hello"), Err(CsrError::NotCsr)));
         assert!(matches!(parse(b""), Err(CsrError::NotCsr)));
         assert!(matches!(
-            parse(b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"),
+            parse(
+                b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+            ),
             Err(CsrError::NotCsr)
         ));
     }

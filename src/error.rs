@@ -46,17 +46,29 @@ pub struct Fail {
 impl Fail {
     /// Bad usage or bad input (exit 2).
     pub fn usage(message: impl Into<String>) -> anyhow::Error {
-        Self { status: ExitStatus::Usage, message: message.into() }.into()
+        Self {
+            status: ExitStatus::Usage,
+            message: message.into(),
+        }
+        .into()
     }
 
     /// Denied by policy (exit 3).
     pub fn denied(message: impl Into<String>) -> anyhow::Error {
-        Self { status: ExitStatus::Denied, message: message.into() }.into()
+        Self {
+            status: ExitStatus::Denied,
+            message: message.into(),
+        }
+        .into()
     }
 
     /// A runtime failure (exit 1).
     pub fn runtime(message: impl Into<String>) -> anyhow::Error {
-        Self { status: ExitStatus::Failure, message: message.into() }.into()
+        Self {
+            status: ExitStatus::Failure,
+            message: message.into(),
+        }
+        .into()
     }
 }
 

@@ -231,7 +231,11 @@ mod tests {
         write_atomic(&p, b"two", MODE_SECRET).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]
@@ -252,12 +256,23 @@ mod tests {
         fs::write(&target, b"12345").unwrap();
         let link = dir.path().join("l");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(matches!(read_untrusted(&link, 100).unwrap(), Untrusted::NotRegular(_)));
+        assert!(matches!(
+            read_untrusted(&link, 100).unwrap(),
+            Untrusted::NotRegular(_)
+        ));
         let fifo = dir.path().join("f");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        assert!(matches!(read_untrusted(&fifo, 100).unwrap(), Untrusted::NotRegular(_)));
-        assert!(matches!(read_untrusted(&target, 4).unwrap(), Untrusted::TooLarge(5)));
-        assert!(matches!(read_untrusted(&target, 5).unwrap(), Untrusted::Content(c) if c == b"12345"));
+        assert!(matches!(
+            read_untrusted(&fifo, 100).unwrap(),
+            Untrusted::NotRegular(_)
+        ));
+        assert!(matches!(
+            read_untrusted(&target, 4).unwrap(),
+            Untrusted::TooLarge(5)
+        ));
+        assert!(
+            matches!(read_untrusted(&target, 5).unwrap(), Untrusted::Content(c) if c == b"12345")
+        );
     }
 
     #[test]

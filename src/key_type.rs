@@ -27,8 +27,13 @@ pub enum KeyType {
 
 impl KeyType {
     /// Every key type, in the order of DESIGN §3.
-    pub const ALL: [Self; 5] =
-        [Self::EcP256, Self::EcP384, Self::Rsa2048, Self::Rsa3072, Self::Rsa4096];
+    pub const ALL: [Self; 5] = [
+        Self::EcP256,
+        Self::EcP384,
+        Self::Rsa2048,
+        Self::Rsa3072,
+        Self::Rsa4096,
+    ];
 
     /// The name used in flags and policy files.
     pub fn as_str(self) -> &'static str {

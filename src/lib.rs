@@ -13,4 +13,6 @@ pub mod error;
 pub mod fsx;
 pub mod key_type;
 pub mod logging;
+pub mod policy;
 pub mod request;
+pub mod signer;

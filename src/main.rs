@@ -9,7 +9,11 @@ use smsgate_ca::error::{status_of, ExitStatus};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbosity = if cli.global.quiet { -1 } else { cli.global.verbose as i8 };
+    let verbosity = if cli.global.quiet {
+        -1
+    } else {
+        cli.global.verbose as i8
+    };
     smsgate_ca::logging::init(cli.global.log_format.unwrap_or_default(), verbosity);
     match cli::run(cli) {
         Ok(status) => status.into(),

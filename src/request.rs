@@ -238,7 +238,18 @@ mod tests {
         for good in ["a", "V1StGXR8_Z5jdHi6B-myT", "0", &"x".repeat(64)] {
             assert!(RequestId::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "-a", "_a", ".a", "a/b", "..", "a b", "é", &"x".repeat(65), "a.csr"] {
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            ".a",
+            "a/b",
+            "..",
+            "a b",
+            "é",
+            &"x".repeat(65),
+            "a.csr",
+        ] {
             assert!(RequestId::parse(bad).is_err(), "{bad}");
         }
     }
@@ -254,8 +265,7 @@ mod tests {
 
     #[test]
     fn envelope_defaults_type_to_webhook() {
-        let e: Envelope =
-            serde_json::from_str(r#"{"request_id":"a","content":"x"}"#).unwrap();
+        let e: Envelope = serde_json::from_str(r#"{"request_id":"a","content":"x"}"#).unwrap();
         assert_eq!(e.kind, "webhook");
     }
 }

@@ -128,7 +128,9 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     let settings = Settings::resolve(&cli.global)?;
     match cli.command {
-        Command::Webhooks(args) => request::run(&settings, args, crate::request::RequestType::Webhook),
+        Command::Webhooks(args) => {
+            request::run(&settings, args, crate::request::RequestType::Webhook)
+        }
         Command::Private(args) => {
             request::run(&settings, args, crate::request::RequestType::PrivateServer)
         }

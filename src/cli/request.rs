@@ -8,6 +8,10 @@ use crate::error::{ExitStatus, Fail};
 pub struct Args {}
 
 /// Runs `webhooks|private`.
-pub fn run(_settings: &Settings, _args: Args, _kind: crate::request::RequestType) -> anyhow::Result<ExitStatus> {
+pub fn run(
+    _settings: &Settings,
+    _args: Args,
+    _kind: crate::request::RequestType,
+) -> anyhow::Result<ExitStatus> {
     Err(Fail::runtime("webhooks|private is not implemented yet"))
 }

@@ -127,9 +127,8 @@ impl Settings {
 fn load_config(path: &Path) -> anyhow::Result<ConfigFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        Fail::usage(format!("{}: {}", path.display(), e.to_string().trim()))
-    })
+    toml::from_str(&text)
+        .map_err(|e| Fail::usage(format!("{}: {}", path.display(), e.to_string().trim())))
 }
 
 /// Default state directory (relative to the working directory).

@@ -1,1 +1,3 @@
-fn main() {}
+//! Integration tests: one binary, one module per feature, driving the built `smsgate-ca`.
+
+mod util;

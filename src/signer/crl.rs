@@ -1,0 +1,1 @@
+//! CRL building (in progress).

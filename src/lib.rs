@@ -7,12 +7,15 @@
 //! The library exists so that `tests/` and `fuzz/` can reach the internals.
 
 pub mod cli;
+pub mod client;
 pub mod csr;
 pub mod duration;
 pub mod error;
 pub mod fsx;
 pub mod key_type;
+pub mod ledger;
 pub mod logging;
 pub mod policy;
 pub mod request;
 pub mod signer;
+pub mod sync;

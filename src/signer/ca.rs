@@ -1,0 +1,543 @@
+//! The CA on disk: creating it (`init`: a root and an issuing intermediate, or one tier, with
+//! critical name constraints), adopting an existing one (`--import-cert/--import-key`), and
+//! loading it for signing.
+//!
+//! State directory layout (mode 0700):
+//! `root.crt` (trust anchor), `root.key` (two-tier only, encrypted), `ca.crt` (issuing CA),
+//! `ca.key` (issuing key, encrypted), `chain.pem` (intermediates sent with each leaf, may be
+//! empty), `ca.json` (what was made, for humans and `list`).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, PKeyRef, Private};
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
+};
+use openssl::x509::{X509Builder, X509Extension, X509Name, X509NameBuilder, X509Ref, X509};
+
+use super::key::{self, Passphrase, PassphraseSource};
+use super::SignerError;
+use crate::fsx;
+use crate::key_type::KeyType;
+
+/// How to create a CA.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Key type of both tiers.
+    pub key_type: KeyType,
+    /// One tier only (the root signs leaves).
+    pub root_only: bool,
+    /// Validity of the root in days (the intermediate gets the same, capped by the root).
+    pub days: u32,
+    /// Subject of the root, e.g. `CN=smsgate-ca Root,O=Example`; the intermediate's CN gets
+    /// " Issuing CA" instead of " Root".
+    pub subject: Option<String>,
+    /// Permitted iPAddress subtrees (the policy's allow ranges).
+    pub permitted: Vec<IpNet>,
+    /// Leave the dNSName constraint out (a profile puts CN=<ip> in subjects, DESIGN §4).
+    pub allow_cn_subjects: bool,
+}
+
+/// A loaded CA able to sign: the issuing certificate and key, the chain and the root.
+pub struct Ca {
+    /// The issuing CA certificate.
+    pub cert: X509,
+    /// The issuing CA key.
+    pub key: PKey<Private>,
+    /// Certificates sent after each leaf (the intermediate in a two-tier CA; empty otherwise).
+    pub chain: Vec<X509>,
+    /// The trust anchor.
+    pub root: X509,
+    /// A throwaway key of the CA's type for the pre-issuance lint (never signs anything real).
+    pub lint_key: PKey<Private>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("subject", &name_text(self.cert.subject_name()))
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Paths of the state directory.
+#[derive(Debug, Clone)]
+pub struct StatePaths {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl StatePaths {
+    /// Paths under `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+    /// `root.crt`
+    pub fn root_cert(&self) -> PathBuf {
+        self.dir.join("root.crt")
+    }
+    /// `root.key`
+    pub fn root_key(&self) -> PathBuf {
+        self.dir.join("root.key")
+    }
+    /// `ca.crt`
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    /// `ca.key`
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    /// `chain.pem`
+    pub fn chain(&self) -> PathBuf {
+        self.dir.join("chain.pem")
+    }
+    /// `ledger.jsonl`
+    pub fn ledger(&self) -> PathBuf {
+        self.dir.join("ledger.jsonl")
+    }
+    /// Whether a CA exists here.
+    pub fn exists(&self) -> bool {
+        self.ca_cert().exists() || self.ca_key().exists()
+    }
+}
+
+/// What `init` made, for the summary it prints.
+#[derive(Debug)]
+pub struct Created {
+    /// SHA-256 fingerprint of the root, colon-separated upper-case hex.
+    pub root_fingerprint: String,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+    /// Whether the keys are encrypted.
+    pub encrypted: bool,
+}
+
+/// Creates a new CA in `state` (refuses to overwrite an existing one).
+pub fn init(
+    state: &StatePaths,
+    opts: &InitOptions,
+    pass: Option<&Passphrase>,
+) -> Result<Created, SignerError> {
+    if state.exists() {
+        return Err(SignerError::CaExists(state.dir.clone()));
+    }
+    fsx::ensure_dir(&state.dir, fsx::MODE_PRIVATE_DIR).map_err(|e| io(&state.dir, e))?;
+    let now = Utc::now();
+    let root_key = opts.key_type.generate()?;
+    let root_subject = subject(opts.subject.as_deref(), "smsgate-ca Root CA")?;
+    let root_days = opts.days;
+    let root = build_ca_cert(&CaCertPlan {
+        subject: &root_subject,
+        issuer: None,
+        key: &root_key,
+        signer_key: &root_key,
+        not_before: now,
+        days: root_days,
+        pathlen: if opts.root_only { 0 } else { 1 },
+        permitted: &opts.permitted,
+        allow_cn_subjects: opts.allow_cn_subjects,
+    })?;
+    let mut files = Vec::new();
+    let write_cert = |path: PathBuf, cert: &X509, files: &mut Vec<PathBuf>| {
+        let pem = cert.to_pem()?;
+        fsx::write_new(&path, &pem, fsx::MODE_PUBLIC).map_err(|e| io(&path, e))?;
+        files.push(path);
+        Ok::<(), SignerError>(())
+    };
+    if opts.root_only {
+        key::store(&state.ca_key(), &root_key, pass)?;
+        files.push(state.ca_key());
+        write_cert(state.ca_cert(), &root, &mut files)?;
+        write_cert(state.root_cert(), &root, &mut files)?;
+        write_chain(state, &[])?;
+    } else {
+        let ca_key = opts.key_type.generate()?;
+        let ca_subject = subject(opts.subject.as_deref(), "smsgate-ca Root CA")
+            .and_then(|_| issuing_subject(opts.subject.as_deref()))?;
+        let ca = build_ca_cert(&CaCertPlan {
+            subject: &ca_subject,
+            issuer: Some(&root),
+            key: &ca_key,
+            signer_key: &root_key,
+            not_before: now,
+            days: root_days,
+            pathlen: 0,
+            permitted: &opts.permitted,
+            allow_cn_subjects: opts.allow_cn_subjects,
+        })?;
+        key::store(&state.root_key(), &root_key, pass)?;
+        files.push(state.root_key());
+        key::store(&state.ca_key(), &ca_key, pass)?;
+        files.push(state.ca_key());
+        write_cert(state.root_cert(), &root, &mut files)?;
+        write_cert(state.ca_cert(), &ca, &mut files)?;
+        write_chain(state, &[ca])?;
+    }
+    files.push(state.chain());
+    Ok(Created {
+        root_fingerprint: fingerprint(&root)?,
+        files,
+        encrypted: pass.is_some(),
+    })
+}
+
+/// Adopts an existing CA certificate and key (e.g. the upstream ca-backend's `ca.crt` and
+/// plaintext PKCS#8 `ca.key`); the key is stored encrypted. The imported CA signs leaves
+/// directly.
+pub fn import(
+    state: &StatePaths,
+    cert_path: &Path,
+    key_path: &Path,
+    pass: Option<&Passphrase>,
+) -> Result<Created, SignerError> {
+    if state.exists() {
+        return Err(SignerError::CaExists(state.dir.clone()));
+    }
+    let cert_pem = std::fs::read(cert_path).map_err(|e| io(cert_path, e))?;
+    let cert = X509::from_pem(&cert_pem)
+        .or_else(|_| X509::from_der(&cert_pem))
+        .map_err(|_| {
+            SignerError::Import(format!(
+                "{} is not a PEM or DER certificate",
+                cert_path.display()
+            ))
+        })?;
+    let key_pem = zeroize::Zeroizing::new(std::fs::read(key_path).map_err(|e| io(key_path, e))?);
+    let ca_key = PKey::private_key_from_pem(&key_pem)
+        .or_else(|_| PKey::private_key_from_der(&key_pem))
+        .map_err(|_| {
+            SignerError::Import(format!(
+                "{} is not an unencrypted PEM or DER private key",
+                key_path.display()
+            ))
+        })?;
+    if !is_ca(&cert) {
+        return Err(SignerError::Import(format!(
+            "{} is not a CA certificate (basicConstraints CA:TRUE is missing)",
+            cert_path.display()
+        )));
+    }
+    let public = cert.public_key()?;
+    if !public.public_eq(&ca_key) {
+        return Err(SignerError::Import(format!(
+            "the key {} does not match the certificate {}",
+            key_path.display(),
+            cert_path.display()
+        )));
+    }
+    if KeyType::of(&ca_key).is_none() {
+        return Err(SignerError::Import(
+            "the imported key is neither ECDSA P-256/P-384 nor RSA 2048/3072/4096".into(),
+        ));
+    }
+    fsx::ensure_dir(&state.dir, fsx::MODE_PRIVATE_DIR).map_err(|e| io(&state.dir, e))?;
+    key::store(&state.ca_key(), &ca_key, pass)?;
+    let pem = cert.to_pem()?;
+    fsx::write_new(&state.ca_cert(), &pem, fsx::MODE_PUBLIC)
+        .map_err(|e| io(&state.ca_cert(), e))?;
+    fsx::write_new(&state.root_cert(), &pem, fsx::MODE_PUBLIC)
+        .map_err(|e| io(&state.root_cert(), e))?;
+    write_chain(state, &[])?;
+    Ok(Created {
+        root_fingerprint: fingerprint(&cert)?,
+        files: vec![
+            state.ca_key(),
+            state.ca_cert(),
+            state.root_cert(),
+            state.chain(),
+        ],
+        encrypted: pass.is_some(),
+    })
+}
+
+/// Loads the issuing CA with its key.
+pub fn load(
+    state: &StatePaths,
+    pass: &PassphraseSource,
+    allow_loose: bool,
+) -> Result<Ca, SignerError> {
+    let (cert, chain, root) = load_certs(state)?;
+    if !allow_loose {
+        fsx::check_private_mode(&state.dir, false)
+            .map_err(|e| SignerError::Permissions(e.to_string()))?;
+    }
+    let key = key::load(&state.ca_key(), pass, allow_loose)?;
+    if !cert.public_key()?.public_eq(&key) {
+        return Err(SignerError::Import(format!(
+            "{} does not match {}: the state directory is inconsistent",
+            state.ca_key().display(),
+            state.ca_cert().display()
+        )));
+    }
+    let lint_key = KeyType::of(&key)
+        .ok_or_else(|| SignerError::Import("the CA key type is not supported".into()))?
+        .generate()?;
+    Ok(Ca {
+        cert,
+        key,
+        chain,
+        root,
+        lint_key,
+    })
+}
+
+/// Loads the certificates only (issuing, chain, root): no key, no passphrase.
+pub fn load_certs(state: &StatePaths) -> Result<(X509, Vec<X509>, X509), SignerError> {
+    if !state.ca_cert().exists() {
+        return Err(SignerError::NoCa(state.dir.clone()));
+    }
+    let read = |p: PathBuf| std::fs::read(&p).map_err(|e| io(&p, e));
+    let cert = X509::from_pem(&read(state.ca_cert())?)?;
+    let chain = X509::stack_from_pem(&read(state.chain())?).unwrap_or_default();
+    let root = X509::from_pem(&read(state.root_cert())?)?;
+    Ok((cert, chain, root))
+}
+
+/// The permitted iPAddress subtrees of a CA certificate's name constraints (None: no
+/// constraints, everything permitted).
+pub fn permitted_ip_subtrees(cert: &X509Ref) -> Option<Vec<IpNet>> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::prelude::FromDer;
+    let der = cert.to_der().ok()?;
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(&der).ok()?;
+    let mut out = Vec::new();
+    let mut any = false;
+    for ext in parsed.extensions() {
+        if let ParsedExtension::NameConstraints(nc) = ext.parsed_extension() {
+            for sub in nc.permitted_subtrees.iter().flatten() {
+                if let GeneralName::IPAddress(bytes) = &sub.base {
+                    any = true;
+                    if let Some(net) = ip_mask_to_net(bytes) {
+                        out.push(net);
+                    }
+                }
+            }
+        }
+    }
+    any.then_some(out)
+}
+
+/// Colon-separated upper-case SHA-256 of a certificate's DER.
+pub fn fingerprint(cert: &X509Ref) -> Result<String, SignerError> {
+    let d = cert.digest(MessageDigest::sha256())?;
+    Ok(d.iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+/// A certificate's notAfter as a UTC time.
+pub fn not_after(cert: &X509Ref) -> DateTime<Utc> {
+    asn1_to_utc(cert.not_after())
+}
+
+/// Converts an ASN.1 time to UTC.
+pub fn asn1_to_utc(t: &openssl::asn1::Asn1TimeRef) -> DateTime<Utc> {
+    let epoch = Asn1Time::from_unix(0).expect("the epoch is a valid time");
+    let diff = epoch
+        .diff(t)
+        .expect("two valid ASN.1 times can be compared");
+    DateTime::from_timestamp(i64::from(diff.days) * 86_400 + i64::from(diff.secs), 0)
+        .unwrap_or_default()
+}
+
+/// One-line text of a name, e.g. `CN=smsgate-ca Root CA`.
+pub fn name_text(name: &openssl::x509::X509NameRef) -> String {
+    name.entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?");
+            let val = e.data().to_string().unwrap_or_default();
+            format!("{key}={val}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+struct CaCertPlan<'a> {
+    subject: &'a X509Name,
+    issuer: Option<&'a X509>,
+    key: &'a PKey<Private>,
+    signer_key: &'a PKey<Private>,
+    not_before: DateTime<Utc>,
+    days: u32,
+    pathlen: u32,
+    permitted: &'a [IpNet],
+    allow_cn_subjects: bool,
+}
+
+fn build_ca_cert(p: &CaCertPlan<'_>) -> Result<X509, SignerError> {
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let mut serial = BigNum::new()?;
+    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    let serial = serial.to_asn1_integer()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(p.subject)?;
+    b.set_issuer_name(p.issuer.map_or(p.subject.as_ref(), |i| i.subject_name()))?;
+    b.set_pubkey(p.key)?;
+    let nb = p.not_before.timestamp() - 60;
+    let mut na = nb + i64::from(p.days) * 86_400;
+    if let Some(issuer) = p.issuer {
+        na = na.min(not_after(issuer).timestamp());
+    }
+    let (nb, na) = (Asn1Time::from_unix(nb)?, Asn1Time::from_unix(na)?);
+    b.set_not_before(&nb)?;
+    b.set_not_after(&na)?;
+    b.append_extension(
+        BasicConstraints::new()
+            .critical()
+            .ca()
+            .pathlen(p.pathlen)
+            .build()?,
+    )?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )?;
+    let ski =
+        SubjectKeyIdentifier::new().build(&b.x509v3_context(p.issuer.map(|i| i.as_ref()), None))?;
+    b.append_extension(ski)?;
+    if let Some(issuer) = p.issuer {
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&b.x509v3_context(Some(issuer), None))?;
+        b.append_extension(aki)?;
+    }
+    b.append_extension(name_constraints(&b, p.permitted, p.allow_cn_subjects)?)?;
+    b.sign(p.signer_key, digest_for(p.signer_key))?;
+    Ok(b.build())
+}
+
+/// The critical name constraints of DESIGN §4: permitted IP subtrees = the policy's ranges,
+/// and dNSName / rfc822Name subtrees under the reserved `.invalid` TLD, which no real name
+/// satisfies.
+#[allow(deprecated)] // X509Extension::new_nid: the only way to build nameConstraints here.
+fn name_constraints(
+    b: &X509Builder,
+    permitted: &[IpNet],
+    allow_cn_subjects: bool,
+) -> Result<X509Extension, SignerError> {
+    // Only text built from parsed `IpNet`s and constants reaches OpenSSL's config language.
+    let mut parts = vec!["critical".to_owned()];
+    for net in permitted {
+        parts.push(format!("permitted;IP:{}/{}", net.network(), net.netmask()));
+    }
+    if !allow_cn_subjects {
+        parts.push("permitted;DNS:nc.invalid".to_owned());
+    }
+    parts.push("permitted;email:nc.invalid".to_owned());
+    let value = parts.join(",");
+    Ok(X509Extension::new_nid(
+        None,
+        Some(&b.x509v3_context(None, None)),
+        Nid::NAME_CONSTRAINTS,
+        &value,
+    )?)
+}
+
+/// The signature digest for a CA key (DESIGN §4): SHA-384 for P-384, SHA-256 otherwise.
+pub fn digest_for(key: &PKeyRef<Private>) -> MessageDigest {
+    match KeyType::of(key) {
+        Some(KeyType::EcP384) => MessageDigest::sha384(),
+        _ => MessageDigest::sha256(),
+    }
+}
+
+fn subject(text: Option<&str>, default_cn: &str) -> Result<X509Name, SignerError> {
+    let text = text.unwrap_or("");
+    let mut b = X509NameBuilder::new()?;
+    let mut any = false;
+    for part in text
+        .split([',', '/'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            SignerError::Subject(format!(
+                "{part:?} is not KEY=VALUE: write e.g. \"CN=Example CA,O=Example\""
+            ))
+        })?;
+        b.append_entry_by_text(k.trim(), v.trim()).map_err(|_| {
+            SignerError::Subject(format!(
+                "{k:?} is not a name attribute: use CN, O, OU, C, ST, L"
+            ))
+        })?;
+        any = true;
+    }
+    if !any {
+        b.append_entry_by_text("CN", default_cn)?;
+    }
+    Ok(b.build())
+}
+
+fn issuing_subject(text: Option<&str>) -> Result<X509Name, SignerError> {
+    let root = subject(text, "smsgate-ca Root CA")?;
+    let mut b = X509NameBuilder::new()?;
+    for e in root.entries() {
+        let val = e.data().to_string()?;
+        if e.object().nid() == Nid::COMMONNAME {
+            let base = val
+                .strip_suffix(" Root CA")
+                .or_else(|| val.strip_suffix(" Root"))
+                .unwrap_or(&val);
+            b.append_entry_by_nid(Nid::COMMONNAME, &format!("{base} Issuing CA"))?;
+        } else {
+            b.append_entry_by_nid(e.object().nid(), &val)?;
+        }
+    }
+    Ok(b.build())
+}
+
+fn write_chain(state: &StatePaths, chain: &[X509]) -> Result<(), SignerError> {
+    let mut pem = Vec::new();
+    for c in chain {
+        pem.extend(c.to_pem()?);
+    }
+    fsx::write_new(&state.chain(), &pem, fsx::MODE_PUBLIC).map_err(|e| io(&state.chain(), e))
+}
+
+fn is_ca(cert: &X509Ref) -> bool {
+    use x509_parser::prelude::FromDer;
+    let Ok(der) = cert.to_der() else { return false };
+    let Ok((_, parsed)) = x509_parser::certificate::X509Certificate::from_der(&der) else {
+        return false;
+    };
+    matches!(parsed.basic_constraints(), Ok(Some(bc)) if bc.value.ca)
+}
+
+fn ip_mask_to_net(bytes: &[u8]) -> Option<IpNet> {
+    match bytes.len() {
+        8 => {
+            let addr = IpAddr::from(<[u8; 4]>::try_from(&bytes[..4]).ok()?);
+            let mask = u32::from_be_bytes(bytes[4..].try_into().ok()?);
+            IpNet::new(addr, mask.leading_ones() as u8).ok()
+        }
+        32 => {
+            let addr = IpAddr::from(<[u8; 16]>::try_from(&bytes[..16]).ok()?);
+            let mask = u128::from_be_bytes(bytes[16..].try_into().ok()?);
+            IpNet::new(addr, mask.leading_ones() as u8).ok()
+        }
+        _ => None,
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> SignerError {
+    SignerError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}

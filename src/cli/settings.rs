@@ -18,6 +18,9 @@ pub struct Settings {
     pub state: PathBuf,
     /// Spool directory.
     pub spool: PathBuf,
+    /// Whether a spool was named explicitly (flag or config): client commands then go through
+    /// the spool instead of HTTP.
+    pub spool_given: bool,
     /// Policy file.
     pub policy: PathBuf,
     /// Passphrase file, if one was named (flag or config); `$CREDENTIALS_DIRECTORY` is
@@ -107,6 +110,7 @@ impl Settings {
                 .clone()
                 .or_else(|| from_file(&file.spool))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL)),
+            spool_given: args.spool.is_some() || file.spool.is_some(),
             policy: args
                 .policy
                 .clone()

@@ -1,0 +1,150 @@
+//! The client's offline channel (`--spool DIR`): drop an envelope into `incoming/` and read
+//! the signer's answer from `status/<id>.json` (DESIGN §2).
+//!
+//! The client only ever creates `incoming/<id>.json` (through a dot-named temp and `link(2)`,
+//! never replacing anything) and reads `status/`, `held/` and `rejected/`; it never touches
+//! what the daemon owns.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::api::{Answered, RequestState};
+use super::ClientError;
+use crate::fsx::{self, Untrusted};
+use crate::request::{rfc3339, Envelope, RequestId, RequestType, StatusRecord};
+
+/// Largest status record we read (a chain of a few certificates fits many times over).
+const MAX_STATUS_BYTES: u64 = 1024 * 1024;
+
+/// Refuses a spool directory that does not exist, before any work.
+pub fn check_spool(spool: &Path) -> Result<(), ClientError> {
+    if spool.is_dir() {
+        Ok(())
+    } else {
+        Err(ClientError::BadInput(format!(
+            "the spool directory {} does not exist: check --spool",
+            spool.display()
+        )))
+    }
+}
+
+/// Writes the envelope for a new request into `incoming/` and returns its id.
+pub fn submit(spool: &Path, csr_pem: &str, kind: RequestType) -> Result<RequestId, ClientError> {
+    let incoming = spool.join("incoming");
+    if !incoming.is_dir() {
+        fs::create_dir(&incoming)
+            .or_else(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|source| ClientError::Io {
+                what: "cannot create",
+                path: incoming.clone(),
+                source,
+            })?;
+    }
+    let id = RequestId::generate();
+    let envelope = Envelope {
+        request_id: id.to_string(),
+        kind: kind.as_str().to_owned(),
+        content: csr_pem.to_owned(),
+        metadata: Default::default(),
+        submitted_at: Some(rfc3339(chrono::Utc::now())),
+    };
+    let bytes = serde_json::to_vec_pretty(&envelope).expect("an envelope serialises");
+    let path = incoming.join(format!("{id}.json"));
+    fsx::write_new(&path, &bytes, fsx::MODE_PUBLIC).map_err(|source| ClientError::Io {
+        what: "cannot write the request",
+        path,
+        source,
+    })?;
+    Ok(id)
+}
+
+/// Where a request stands in a spool.
+#[derive(Debug)]
+pub enum Found {
+    /// A status record exists (pending = held, approved, denied).
+    Decided(Box<Answered>),
+    /// The envelope is waiting in `incoming/` or `processing/` (or `held/` before its record).
+    Queued(&'static str),
+    /// The daemon moved it to `rejected/`; the `.reason` file's text.
+    Rejected(String),
+    /// Nothing with this id.
+    Missing,
+}
+
+/// Looks a request up: its status record first (the commit point), then the queues.
+pub fn find(spool: &Path, id: &RequestId) -> Result<Found, ClientError> {
+    if let Some(answered) = read_status(spool, id)? {
+        return Ok(Found::Decided(Box::new(answered)));
+    }
+    for dir in ["incoming", "processing", "held"] {
+        for ext in ["json", "csr"] {
+            if spool.join(dir).join(format!("{id}.{ext}")).exists() {
+                return Ok(Found::Queued(dir));
+            }
+        }
+    }
+    for ext in ["json", "csr"] {
+        let reason: PathBuf = spool.join("rejected").join(format!("{id}.{ext}.reason"));
+        if spool.join("rejected").join(format!("{id}.{ext}")).exists() || reason.exists() {
+            let text = fs::read_to_string(&reason).unwrap_or_default();
+            return Ok(Found::Rejected(text.trim().to_owned()));
+        }
+    }
+    Ok(Found::Missing)
+}
+
+/// Reads `status/<id>.json`, if it exists.
+pub fn read_status(spool: &Path, id: &RequestId) -> Result<Option<Answered>, ClientError> {
+    let path = spool.join("status").join(format!("{id}.json"));
+    let bytes = match fsx::read_untrusted(&path, MAX_STATUS_BYTES) {
+        Ok(Untrusted::Content(bytes)) => bytes,
+        Ok(Untrusted::TooLarge(n)) => {
+            return Err(ClientError::BadAnswer(format!(
+                "{} is {n} bytes, too large for a status record",
+                path.display()
+            )))
+        }
+        Ok(Untrusted::NotRegular(kind)) => {
+            return Err(ClientError::BadAnswer(format!(
+                "{} is {kind}, not a status record",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ClientError::Io {
+                what: "cannot read",
+                path,
+                source,
+            })
+        }
+    };
+    let bad = |e: String| {
+        ClientError::BadAnswer(format!(
+            "{} is not a valid status record: {e}",
+            path.display()
+        ))
+    };
+    let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let record: StatusRecord =
+        serde_json::from_value(raw.clone()).map_err(|e| bad(e.to_string()))?;
+    if record.request_id != *id {
+        return Err(bad(format!("it is for request {}", record.request_id)));
+    }
+    let state = RequestState {
+        request_id: record.request_id.to_string(),
+        kind: Some(record.kind),
+        status: record.status,
+        message: record.message,
+        reason: record.reason,
+        certificate: record.certificate,
+    };
+    Ok(Some(Answered { state, raw }))
+}

@@ -1,0 +1,1 @@
+//! The spool <-> API bridge run by `smsgate-ca sync` (in progress).

@@ -1,1 +1,349 @@
-//! The spool <-> API bridge run by `smsgate-ca sync` (in progress).
+//! The bridge between a spool and the online API (`smsgate-ca sync`, DESIGN §2 and §5).
+//!
+//! One round has three steps, each idempotent:
+//! 1. **pull**: pending requests listed by the API become envelopes in `incoming/` (written
+//!    through a dot-named temp and `link(2)`, never replacing anything), then are
+//!    acknowledged, only once they are durable;
+//! 2. **push**: status records in `status/` (pending, approved, denied) go to the API, each
+//!    (id, status) once;
+//! 3. **publish**: `published/ca.crt`, `ca.crl` and `ledger-checkpoint.json` are uploaded when
+//!    their content changed.
+//!
+//! What was done is remembered under `<spool>/.sync/` ([`state`]) so that a restart neither
+//! delivers twice nor forgets anything. The bridge writes only `incoming/` and `.sync/`; it
+//! never touches what the daemon owns, never reads a CA key and never decides anything.
+//! `--watch` runs rounds continuously ([`watch`]).
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tracing::{debug, warn};
+
+pub mod api;
+pub mod backoff;
+pub mod push;
+pub mod state;
+pub mod watch;
+
+use crate::client::http::HttpError;
+use crate::fsx;
+use crate::request::{Envelope, RequestId};
+use api::{Pending, SyncApi};
+use state::SyncState;
+
+/// Why a sync step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The API could not be reached or answered something that is not the API's.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The API refused the token.
+    #[error(
+        "the API at {url} refused the sync token ({status}): check that --token-file holds the \
+         token that serve reads from --sync-token-file"
+    )]
+    Unauthorized {
+        /// The URL asked.
+        url: String,
+        /// 401 or 403.
+        status: u16,
+    },
+    /// The spool could not be read or written (not writable, disk full).
+    #[error("{what} {}: {source}", path.display())]
+    Spool {
+        /// What we were doing.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl SyncError {
+    /// Whether the API itself was out of reach (no point in trying the other steps).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Http(
+                HttpError::Unreachable { .. }
+                    | HttpError::Timeout { .. }
+                    | HttpError::Tls { .. }
+                    | HttpError::BadUrl { .. }
+            ) | Self::Unauthorized { .. }
+        )
+    }
+}
+
+/// A spool and an API, bridged.
+#[derive(Clone, Debug)]
+pub struct Bridge {
+    api: SyncApi,
+    spool: PathBuf,
+    state: SyncState,
+}
+
+/// What a pull did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PullReport {
+    /// Envelopes written into `incoming/`.
+    pub delivered: usize,
+    /// Requests already in the spool (or delivered before), acknowledged again.
+    pub present: usize,
+    /// Listed elements that were not usable envelopes (logged, not acknowledged).
+    pub unusable: usize,
+}
+
+impl PullReport {
+    fn add(&mut self, other: Self) {
+        self.delivered += other.delivered;
+        self.present += other.present;
+        self.unusable += other.unusable;
+    }
+}
+
+/// What one round did, and what failed.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// The pull step.
+    pub pulled: PullReport,
+    /// The push step.
+    pub pushed: push::PushReport,
+    /// The published files uploaded.
+    pub published: Vec<&'static str>,
+    /// The steps that failed.
+    pub errors: Vec<SyncError>,
+}
+
+impl fmt::Display for Round {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sync: {} new request(s) delivered",
+            self.pulled.delivered
+        )?;
+        if self.pulled.present > 0 {
+            write!(f, " ({} already in the spool)", self.pulled.present)?;
+        }
+        write!(f, ", {} result(s) pushed", self.pushed.pushed)?;
+        if self.pushed.conflicts > 0 {
+            write!(f, " ({} conflicting)", self.pushed.conflicts)?;
+        }
+        if self.published.is_empty() {
+            write!(f, ", published files unchanged")?;
+        } else {
+            write!(f, ", uploaded {}", self.published.join(", "))?;
+        }
+        if !self.errors.is_empty() {
+            write!(f, ", {} step(s) failed", self.errors.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl Bridge {
+    /// Bridges `spool` (which must exist) with `api`; creates `incoming/` and `.sync/` when
+    /// missing.
+    pub fn open(api: SyncApi, spool: &Path) -> Result<Self, SyncError> {
+        let io = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SyncError::Spool { what, path, source }
+        };
+        if !spool.is_dir() {
+            return Err(SyncError::Spool {
+                what: "the spool directory is missing:",
+                path: spool.to_path_buf(),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            });
+        }
+        let incoming = spool.join(INCOMING);
+        if !incoming.is_dir() {
+            fs::create_dir(&incoming)
+                .or_else(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => Ok(()),
+                    _ => Err(e),
+                })
+                .map_err(io("cannot create", &incoming))?;
+        }
+        let state = SyncState::open(spool).map_err(io("cannot create", &spool.join(".sync")))?;
+        Ok(Self {
+            api,
+            spool: spool.to_path_buf(),
+            state,
+        })
+    }
+
+    /// The API side.
+    pub fn api(&self) -> &SyncApi {
+        &self.api
+    }
+
+    /// The spool directory.
+    pub fn spool(&self) -> &Path {
+        &self.spool
+    }
+
+    /// The durable state.
+    pub fn state(&self) -> &SyncState {
+        &self.state
+    }
+
+    /// One round: pull, push, publish. Stops early when the API is out of reach.
+    pub fn round(&self, pusher: &mut push::Pusher) -> Round {
+        let _span = tracing::info_span!("sync_round").entered();
+        let mut round = Round::default();
+        match self.pull() {
+            Ok(r) => round.pulled = r,
+            Err(e) => {
+                let stop = e.is_unreachable();
+                round.errors.push(e);
+                if stop {
+                    return round;
+                }
+            }
+        }
+        match pusher.push(self) {
+            Ok(r) => round.pushed = r,
+            Err(e) => {
+                let stop = e.is_unreachable();
+                round.errors.push(e);
+                if stop {
+                    return round;
+                }
+            }
+        }
+        match push::publish(self) {
+            Ok(p) => round.published = p,
+            Err(e) => round.errors.push(e),
+        }
+        round
+    }
+
+    /// Pulls every listed request (batch after batch, no waiting).
+    pub fn pull(&self) -> Result<PullReport, SyncError> {
+        let mut total = PullReport::default();
+        for _ in 0..MAX_BATCHES_PER_PULL {
+            let batch = self.fetch(None)?;
+            let full = batch.len() >= BATCH;
+            total.add(self.deliver(batch)?);
+            if !full {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Lists pending requests, long-polling up to `wait` when given.
+    pub fn fetch(&self, wait: Option<std::time::Duration>) -> Result<Vec<Pending>, SyncError> {
+        self.api.requests(BATCH, wait)
+    }
+
+    /// Writes new envelopes into `incoming/`, records them, then acknowledges every request
+    /// that is now durable in the spool. On a write failure the requests delivered so far are
+    /// still recorded and acknowledged; the rest stay listed by the API for the next round.
+    pub fn deliver(&self, batch: Vec<Pending>) -> Result<PullReport, SyncError> {
+        let mut report = PullReport::default();
+        let mut fresh: Vec<RequestId> = Vec::new();
+        let mut ack: Vec<RequestId> = Vec::new();
+        let mut failure = None;
+        for item in batch {
+            let envelope = match item {
+                Pending::Envelope(e) => e,
+                Pending::Unusable(id, why) => {
+                    warn!(request_id = ?id, "skipping a request the API listed: {why}");
+                    report.unusable += 1;
+                    continue;
+                }
+            };
+            let id = match RequestId::parse(&envelope.request_id) {
+                Ok(id) => id,
+                Err(e) => {
+                    warn!("skipping a request the API listed: {e}");
+                    report.unusable += 1;
+                    continue;
+                }
+            };
+            if self.state.is_delivered(&id) || self.in_spool(&id) {
+                debug!(request_id = %id, "already in the spool");
+                report.present += 1;
+                ack.push(id);
+                continue;
+            }
+            if failure.is_some() {
+                continue;
+            }
+            match self.write_envelope(&id, &envelope) {
+                Ok(true) => {
+                    tracing::info!(request_id = %id, "request delivered to incoming/");
+                    report.delivered += 1;
+                    fresh.push(id.clone());
+                    ack.push(id);
+                }
+                Ok(false) => {
+                    report.present += 1;
+                    ack.push(id);
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        if !fresh.is_empty() {
+            self.state
+                .mark_delivered(&fresh)
+                .map_err(|source| SyncError::Spool {
+                    what: "cannot record delivered requests in",
+                    path: self.state.root().to_path_buf(),
+                    source,
+                })?;
+        }
+        if !ack.is_empty() {
+            self.api.ack(&ack)?;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Whether any spool directory already holds a request or record with this id.
+    fn in_spool(&self, id: &RequestId) -> bool {
+        SPOOL_DIRS.iter().any(|dir| {
+            ["json", "csr"]
+                .iter()
+                .any(|ext| self.spool.join(dir).join(format!("{id}.{ext}")).exists())
+        })
+    }
+
+    /// `Ok(false)` when a file of that name appeared meanwhile (someone else delivered it).
+    fn write_envelope(&self, id: &RequestId, envelope: &Envelope) -> Result<bool, SyncError> {
+        let path = self.spool.join(INCOMING).join(format!("{id}.json"));
+        let bytes = serde_json::to_vec_pretty(envelope).expect("an envelope serialises");
+        match fsx::write_new(&path, &bytes, fsx::MODE_PUBLIC) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(source) => Err(SyncError::Spool {
+                what: "cannot write",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+/// Requests asked for per listing.
+const BATCH: usize = 100;
+/// Listings per pull before yielding to the other steps.
+const MAX_BATCHES_PER_PULL: usize = 50;
+/// Where new requests go.
+const INCOMING: &str = "incoming";
+/// Every place a request (or its record) can be in a spool (DESIGN §2).
+const SPOOL_DIRS: [&str; 6] = [
+    "incoming",
+    "processing",
+    "held",
+    "archive",
+    "status",
+    "rejected",
+];

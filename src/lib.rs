@@ -6,6 +6,7 @@
 //! front doors ([`api`], [`sync`], [`client`], [`cli`]) talk to people and programs.
 //! The library exists so that `tests/` and `fuzz/` can reach the internals.
 
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod csr;
@@ -18,4 +19,6 @@ pub mod logging;
 pub mod policy;
 pub mod request;
 pub mod signer;
+pub mod spool;
+pub mod store;
 pub mod sync;

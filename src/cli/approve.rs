@@ -1,22 +1,96 @@
-//! `smsgate-ca approve ID` and `smsgate-ca deny ID --reason TEXT` (not implemented yet).
+//! `smsgate-ca approve ID` and `smsgate-ca deny ID --reason TEXT`: an operator's decision on a
+//! request held under a manual-approval profile. They work while the daemon runs: the request
+//! is claimed from `held/` by rename, and the ledger's own lock orders the writes.
 
+use super::operator::{checkpoint, open_engine};
 use crate::cli::Settings;
 use crate::error::{ExitStatus, Fail};
+use crate::request::{RequestId, Status};
+use crate::spool::examine::Operator;
 
 /// Flags of `approve`.
 #[derive(Debug, clap::Args)]
-pub struct ApproveArgs {}
+pub struct ApproveArgs {
+    /// The held request's id
+    #[arg(value_name = "ID", allow_hyphen_values = false)]
+    id: String,
+    /// Use the development CA of --dev runs
+    #[arg(long)]
+    dev: bool,
+}
 
 /// Flags of `deny`.
 #[derive(Debug, clap::Args)]
-pub struct DenyArgs {}
+pub struct DenyArgs {
+    /// The held request's id
+    #[arg(value_name = "ID")]
+    id: String,
+    /// Why, in words the requester will read
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Use the development CA of --dev runs
+    #[arg(long)]
+    dev: bool,
+}
 
 /// Runs `approve`.
-pub fn run_approve(_settings: &Settings, _args: ApproveArgs) -> anyhow::Result<ExitStatus> {
-    Err(Fail::runtime("approve is not implemented yet"))
+pub fn run_approve(settings: &Settings, args: ApproveArgs) -> anyhow::Result<ExitStatus> {
+    decide(settings, &args.id, Operator::Approve, args.dev)
 }
 
 /// Runs `deny`.
-pub fn run_deny(_settings: &Settings, _args: DenyArgs) -> anyhow::Result<ExitStatus> {
-    Err(Fail::runtime("deny is not implemented yet"))
+pub fn run_deny(settings: &Settings, args: DenyArgs) -> anyhow::Result<ExitStatus> {
+    let text = args.reason.trim();
+    if text.is_empty() || text.len() > 1000 {
+        return Err(Fail::usage(
+            "--reason must be 1 to 1000 characters of plain text",
+        ));
+    }
+    decide(
+        settings,
+        &args.id,
+        Operator::Deny(text.to_owned()),
+        args.dev,
+    )
+}
+
+fn decide(settings: &Settings, id: &str, op: Operator, dev: bool) -> anyhow::Result<ExitStatus> {
+    let id = RequestId::parse(id).map_err(|e| Fail::usage(e.to_string()))?;
+    let engine = open_engine(settings, dev)?;
+    // Requests held too long are denied `expired` first (DESIGN §3).
+    engine.expire_held();
+    let Some(p) = engine
+        .decide_held(&id, op.clone())
+        .map_err(|e| Fail::runtime(e.0))?
+    else {
+        let state = crate::spool::examine::read_status(&engine.spool, &id)
+            .map(|r| format!("it is {}", r.status.as_str()))
+            .unwrap_or_else(|| "there is no such request".into());
+        return Err(Fail::usage(format!(
+            "request {id} is not held for approval: {state}"
+        )));
+    };
+    checkpoint(&engine)?;
+    let record = p
+        .record
+        .ok_or_else(|| Fail::runtime("no status record was written"))?;
+    match record.status {
+        Status::Approved => {
+            println!("{id}: approved — {}", record.message);
+            Ok(ExitStatus::Success)
+        }
+        Status::Denied if op == Operator::Approve => Err(Fail::denied(format!(
+            "{id}: denied by the current policy ({}): {}",
+            record.reason.unwrap_or_default(),
+            record.message
+        ))),
+        Status::Denied => {
+            println!("{id}: denied — {}", record.message);
+            Ok(ExitStatus::Success)
+        }
+        Status::Pending => Err(Fail::runtime(format!(
+            "{id}: still held: {}",
+            record.message
+        ))),
+    }
 }

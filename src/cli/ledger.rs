@@ -1,16 +1,83 @@
-//! `smsgate-ca ledger …` (not implemented yet).
+//! `smsgate-ca ledger verify [--checkpoint FILE]`: check the hash chain, the signed checkpoints
+//! and, given a published checkpoint, that the ledger still holds that history. Exit 0 / 1.
+
+use std::path::PathBuf;
 
 use crate::cli::Settings;
 use crate::error::{ExitStatus, Fail};
+use crate::ledger::verify::verify;
+use crate::signer::ca::{self, StatePaths};
 
 /// Subcommands of `ledger`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Placeholder.
-    Todo,
+    /// Verify the ledger's hash chain and checkpoints; names the line where it breaks
+    Verify(VerifyArgs),
+}
+
+/// Flags of `ledger verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// A published ledger-checkpoint.json the ledger must still contain
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// The ledger file [default: <state>/ledger.jsonl]
+    #[arg(long, value_name = "FILE")]
+    ledger: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs a `ledger` subcommand.
-pub fn run(_settings: &Settings, _cmd: Command) -> anyhow::Result<ExitStatus> {
-    Err(Fail::runtime("ledger is not implemented yet"))
+pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<ExitStatus> {
+    let Command::Verify(args) = cmd;
+    let state = StatePaths::new(&settings.state);
+    let path = args.ledger.clone().unwrap_or_else(|| state.ledger());
+    if !path.exists() {
+        return Err(Fail::runtime(format!("no ledger at {}", path.display())));
+    }
+    let checkpoint = match &args.checkpoint {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| Fail::usage(format!("cannot read {}: {e}", f.display())))?,
+        ),
+        None => None,
+    };
+    let ca_cert = ca::load_certs(&state).ok().map(|(c, _, _)| c);
+    if ca_cert.is_none() {
+        tracing::warn!(
+            "no CA certificate in the state directory: checkpoint signatures are not checked"
+        );
+    }
+    match verify(&path, ca_cert.as_deref(), checkpoint.as_deref()) {
+        Ok(r) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "lines": r.lines, "checkpoints": r.checkpoints, "head": r.head})
+                );
+            } else {
+                println!(
+                    "ledger OK: {} lines, {} signed checkpoints, head {}",
+                    r.lines, r.checkpoints, r.head
+                );
+            }
+            Ok(ExitStatus::Success)
+        }
+        Err(b) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "line": b.line, "message": b.message})
+                );
+            }
+            Err(Fail::runtime(format!(
+                "ledger {} is broken at line {}: {}",
+                path.display(),
+                b.line,
+                b.message
+            )))
+        }
+    }
 }

@@ -18,6 +18,7 @@ mod daemon;
 mod init;
 mod ledger;
 mod list;
+pub mod operator;
 mod policy;
 mod process;
 mod request;

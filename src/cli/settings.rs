@@ -135,6 +135,9 @@ fn load_config(path: &Path) -> anyhow::Result<ConfigFile> {
         .map_err(|e| Fail::usage(format!("{}: {}", path.display(), e.to_string().trim())))
 }
 
+/// Set by systemd for `LoadCredential=`; `ca-passphrase` inside it is the CA key's passphrase.
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
 /// Default state directory (relative to the working directory).
 pub const DEFAULT_STATE: &str = ".smsgate-ca";
 /// Default spool directory.

@@ -28,6 +28,8 @@ pub struct Evaluation {
     pub decision: Decision,
     /// Each rule in order.
     pub verdicts: Vec<Verdict>,
+    /// The CSR's public key (DER SPKI) when it parsed: what the signer certifies.
+    pub public_key_der: Option<Vec<u8>>,
 }
 
 /// One rule's verdict.
@@ -143,6 +145,7 @@ pub fn decide(facts: &CsrFacts, kind: &str, policy: &Policy, ctx: &Context) -> E
     Evaluation {
         decision,
         verdicts: v,
+        public_key_der: Some(facts.public_key_der.clone()),
     }
 }
 
@@ -442,6 +445,7 @@ fn single(rule: &'static str, reason: Reason, message: String) -> Evaluation {
             rule,
             outcome: Outcome::Fail(reason, message),
         }],
+        public_key_der: None,
     }
 }
 

@@ -1,0 +1,139 @@
+//! What the operator commands share: resolving the passphrase source, opening the signer side
+//! (policy, CA, ledger, spool) with a development CA on `--dev`, and publishing the CA chain and
+//! the ledger checkpoint.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::Settings;
+use crate::error::Fail;
+use crate::fsx;
+use crate::ledger::Ledger;
+use crate::policy::Policy;
+use crate::signer::ca::{self, Ca, InitOptions, StatePaths};
+use crate::signer::key::PassphraseSource;
+use crate::spool::{Engine, Spool};
+
+/// Where the CA key's passphrase comes from: `--passphrase-file`, then
+/// `$CREDENTIALS_DIRECTORY/ca-passphrase` (systemd `LoadCredential=`), then a terminal prompt.
+pub fn passphrase_source(settings: &Settings) -> PassphraseSource {
+    if let Some(f) = &settings.passphrase_file {
+        return PassphraseSource::File(f.clone());
+    }
+    if let Some(dir) = std::env::var_os(crate::cli::settings::CREDENTIALS_DIRECTORY) {
+        let f = Path::new(&dir).join("ca-passphrase");
+        if f.exists() {
+            return PassphraseSource::File(f);
+        }
+    }
+    PassphraseSource::Prompt
+}
+
+/// Loads the policy, failing with exit 2 and the file:line message.
+pub fn load_policy(settings: &Settings) -> anyhow::Result<Policy> {
+    Policy::load(&settings.policy).map_err(|e| Fail::usage(e.to_string()))
+}
+
+/// Loads the CA for signing; with `dev`, creates an unencrypted development CA first when the
+/// state directory has none.
+pub fn load_ca(settings: &Settings, policy: &Policy, dev: bool) -> anyhow::Result<Ca> {
+    let state = StatePaths::new(&settings.state);
+    if !state.exists() {
+        if !dev {
+            return Err(Fail::runtime(format!(
+                "no CA in {}: create one with `smsgate-ca init --state {}`, or pass --dev for a development CA",
+                settings.state.display(),
+                settings.state.display()
+            )));
+        }
+        tracing::warn!(
+            state = %settings.state.display(),
+            "DEVELOPMENT CA: creating a CA whose key is NOT encrypted; never use it for real certificates"
+        );
+        let created = ca::init(
+            &state,
+            &InitOptions {
+                key_type: crate::key_type::KeyType::EcP256,
+                root_only: false,
+                days: 3650,
+                subject: Some("CN=smsgate-ca DEVELOPMENT Root CA".into()),
+                permitted: policy.all_allow_ranges(),
+                allow_cn_subjects: policy.any_subject_cn(),
+            },
+            None,
+        )?;
+        eprintln!(
+            "WARNING: created a DEVELOPMENT CA in {} with an UNENCRYPTED key (root SHA-256 {})",
+            settings.state.display(),
+            created.root_fingerprint
+        );
+    }
+    let source = if dev && settings.passphrase_file.is_none() {
+        PassphraseSource::None
+    } else {
+        passphrase_source(settings)
+    };
+    let ca = ca::load(&state, &source, settings.allow_loose_permissions)?;
+    warn_ranges_outside_constraints(policy, &ca);
+    Ok(ca)
+}
+
+/// Opens the signer side: spool (created), policy, CA, ledger.
+pub fn open_engine(settings: &Settings, dev: bool) -> anyhow::Result<Engine> {
+    let policy = load_policy(settings)?;
+    let spool = Spool::new(&settings.spool);
+    spool.ensure().with_context(|| {
+        format!(
+            "cannot create the spool directories under {}",
+            settings.spool.display()
+        )
+    })?;
+    let ca = load_ca(settings, &policy, dev)?;
+    let ledger = Ledger::open(&StatePaths::new(&settings.state).ledger())?;
+    Ok(Engine::new(spool, policy, ca, ledger))
+}
+
+/// Logs a warning for each policy range the CA's name constraints do not cover (DESIGN §3).
+pub fn warn_ranges_outside_constraints(policy: &Policy, ca: &Ca) {
+    let Some(permitted) = ca::permitted_ip_subtrees(&ca.cert) else {
+        return;
+    };
+    let set = crate::policy::range::RangeSet::new(&permitted);
+    for net in policy.all_allow_ranges() {
+        if !set.covers(&net) {
+            tracing::warn!(range = %net, constraints = %set.describe(),
+                "a policy range exceeds the CA's name constraints; requests outside them are denied ip_not_allowed");
+        }
+    }
+}
+
+/// Writes `published/ca.crt` (issuing chain then root) when it differs from what is there.
+pub fn publish_ca(spool: &Spool, ca: &Ca) -> anyhow::Result<()> {
+    let mut pem = Vec::new();
+    pem.extend(ca.cert.to_pem()?);
+    let root_is_issuer = ca.root.to_der()? == ca.cert.to_der()?;
+    for c in &ca.chain {
+        if c.to_der()? != ca.cert.to_der()? {
+            pem.extend(c.to_pem()?);
+        }
+    }
+    if !root_is_issuer {
+        pem.extend(ca.root.to_pem()?);
+    }
+    let path = spool.published().join("ca.crt");
+    if std::fs::read(&path).ok().as_deref() != Some(&pem[..]) {
+        fsx::write_atomic(&path, &pem, fsx::MODE_PUBLIC)?;
+    }
+    Ok(())
+}
+
+/// Appends a signed checkpoint to the ledger and publishes it as
+/// `published/ledger-checkpoint.json`.
+pub fn checkpoint(engine: &Engine) -> anyhow::Result<()> {
+    let key = &engine.ca().key;
+    let cp = engine.with_ledger(|l| l.checkpoint(key))?;
+    let path = engine.spool.published().join("ledger-checkpoint.json");
+    fsx::write_atomic(&path, format!("{}\n", cp.line).as_bytes(), fsx::MODE_PUBLIC)?;
+    Ok(())
+}

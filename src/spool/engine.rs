@@ -1,0 +1,586 @@
+//! The processing engine shared by `process`, the daemon's watcher, its rescans and the operator
+//! commands: claim files from `incoming/`, decide, sign, record and publish, in batches.
+//!
+//! A batch goes through the phases of DESIGN §2 with one flush per phase instead of one per
+//! file (group commit):
+//! 1. claim (rename into `processing/`) and examine each file: read it carefully, look for an
+//!    earlier outcome (status record, ledger), ask policy;
+//! 2. append `intent` and `denied` events to the ledger (one flush);
+//! 3. sign each approved plan;
+//! 4. append `issued` events (one flush);
+//! 5. publish: certificates, then status records (the commit point), then move the requests to
+//!    `archive/` or `held/` — temp files flushed together, each directory flushed once.
+//!
+//! Nothing is published before the ledger holds it, so a crash at any point is finished on
+//! restart from the ledger without signing again ([`Engine::recover`]).
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use chrono::Utc;
+
+use super::examine::{self, Work};
+use super::layout::{classify, Name, Spool};
+use super::publish::{self, Publication};
+use crate::ledger::{Event, Ledger};
+use crate::policy::{self, Policy};
+use crate::request::RequestId;
+use crate::signer::ca::Ca;
+use crate::signer::issue;
+use crate::signer::serial::Serial;
+
+/// Most files handled in one batch.
+pub const BATCH: usize = 64;
+
+/// The engine: spool, policy, CA, ledger and counters.
+pub struct Engine {
+    /// The spool.
+    pub spool: Spool,
+    policy: RwLock<Arc<Policy>>,
+    ca: Ca,
+    ledger: Mutex<Ledger>,
+    in_flight: Mutex<HashSet<RequestId>>,
+    /// Decision counters since start.
+    pub counters: Counters,
+}
+
+/// Counts of decisions since start.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Certificates issued.
+    pub approved: AtomicU64,
+    /// Requests denied.
+    pub denied: AtomicU64,
+    /// Requests held for an operator.
+    pub held: AtomicU64,
+    /// Files moved to `rejected/`.
+    pub rejected: AtomicU64,
+    /// Identical resubmissions ignored.
+    pub unchanged: AtomicU64,
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Files looked at.
+    pub handled: usize,
+    /// Files left in `incoming/` for later (same id in flight, or an I/O failure).
+    pub deferred: usize,
+}
+
+/// A batch failed before publishing anything; its requests went back to `incoming/`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BatchError(pub String);
+
+impl Engine {
+    /// Builds an engine; the caller holds the spool lock (or, for operator commands, works
+    /// only on held requests).
+    pub fn new(spool: Spool, policy: Policy, ca: Ca, ledger: Ledger) -> Self {
+        Self {
+            spool,
+            policy: RwLock::new(Arc::new(policy)),
+            ca,
+            ledger: Mutex::new(ledger),
+            in_flight: Mutex::new(HashSet::new()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .expect("policy lock is never poisoned")
+            .clone()
+    }
+
+    /// Replaces the policy (SIGHUP reload).
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.write().expect("policy lock is never poisoned") = Arc::new(policy);
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// Runs a closure with the ledger locked.
+    pub fn with_ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
+        let mut l = self.ledger.lock().expect("ledger lock is never poisoned");
+        f(&mut l)
+    }
+
+    /// Names in `incoming/` that may be requests (dot and temp names left out), oldest first.
+    pub fn scan_incoming(&self) -> io::Result<Vec<OsString>> {
+        scan(&self.spool.incoming())
+    }
+
+    /// Finishes what a crash left in `processing/`: each file is completed from its status
+    /// record or the ledger, or processed afresh if it was never signed. Stale temp files are
+    /// removed everywhere.
+    pub fn recover(&self) -> Result<usize, BatchError> {
+        // Not incoming/: producers' temp files there belong to them.
+        for dir in [
+            self.spool.issued(),
+            self.spool.status(),
+            self.spool.archive(),
+            self.spool.held(),
+            self.spool.rejected(),
+            self.spool.published(),
+            self.spool.processing(),
+        ] {
+            publish::remove_stale_temps(&dir);
+        }
+        let names = scan(&self.spool.processing()).map_err(|e| {
+            BatchError(format!(
+                "cannot read {}: {e}",
+                self.spool.processing().display()
+            ))
+        })?;
+        let mut done = 0;
+        for chunk in names.chunks(BATCH) {
+            let claimed: Vec<(OsString, PathBuf)> = chunk
+                .iter()
+                .map(|n| (n.clone(), self.spool.processing().join(n)))
+                .collect();
+            done += self.run_claimed(claimed, None)?.handled;
+        }
+        if done > 0 {
+            tracing::info!(
+                files = done,
+                "finished requests interrupted by a previous stop"
+            );
+        }
+        Ok(done)
+    }
+
+    /// Claims and processes up to [`BATCH`] names from `incoming/`.
+    pub fn process_names(&self, names: &[OsString]) -> Result<BatchOutcome, BatchError> {
+        let mut claimed = Vec::new();
+        let mut outcome = BatchOutcome::default();
+        for name in names {
+            match classify(name) {
+                Name::InProgress => {}
+                Name::Bad(reason) => {
+                    let from = self.spool.incoming().join(name);
+                    if publish::reject(&self.spool, &from, name, &reason).is_ok() {
+                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(file = %name.to_string_lossy(), reason = %reason, decision = "rejected", "rejected a file that is not a request");
+                        outcome.handled += 1;
+                    }
+                }
+                Name::Request(id, _) | Name::Revocation(id) => {
+                    if !self
+                        .in_flight
+                        .lock()
+                        .expect("in-flight lock is never poisoned")
+                        .insert(id.clone())
+                    {
+                        outcome.deferred += 1;
+                        continue;
+                    }
+                    let to = self.spool.processing().join(name);
+                    match publish::claim(&self.spool.incoming().join(name), &to) {
+                        Ok(true) => claimed.push((name.clone(), to)),
+                        Ok(false) => {
+                            self.release(&id);
+                            outcome.deferred +=
+                                usize::from(self.spool.incoming().join(name).exists());
+                        }
+                        Err(e) => {
+                            self.release(&id);
+                            tracing::error!(file = %name.to_string_lossy(), error = %e, "cannot claim a request; will retry");
+                            outcome.deferred += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let r = self.run_claimed(claimed, None)?;
+        outcome.handled += r.handled;
+        outcome.deferred += r.deferred;
+        Ok(outcome)
+    }
+
+    /// Decides one held request by an operator (`approve` / `deny`): claims it from `held/`
+    /// and runs it through the same phases. Returns what was published.
+    pub fn decide_held(
+        &self,
+        id: &RequestId,
+        verdict: examine::Operator,
+    ) -> Result<Option<Publication>, BatchError> {
+        for ext in ["csr", "json"] {
+            let name = OsString::from(format!("{id}.{ext}"));
+            let from = self.spool.held().join(&name);
+            if !from.exists() {
+                continue;
+            }
+            self.in_flight
+                .lock()
+                .expect("in-flight lock is never poisoned")
+                .insert(id.clone());
+            let to = self.spool.processing().join(&name);
+            match publish::claim(&from, &to) {
+                Ok(true) => {
+                    let mut out = Vec::new();
+                    self.run_claimed_into(vec![(name, to)], Some(verdict), &mut out)?;
+                    return Ok(out.pop());
+                }
+                Ok(false) => {
+                    self.release(id);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.release(id);
+                    return Err(BatchError(format!("cannot claim {}: {e}", from.display())));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Denies held requests whose `held_ttl` has run out (`expired`).
+    pub fn expire_held(&self) -> usize {
+        let Ok(names) = scan(&self.spool.held()) else {
+            return 0;
+        };
+        let mut n = 0;
+        for name in names {
+            let Name::Request(id, _) = classify(&name) else {
+                continue;
+            };
+            if examine::held_expired(&self.spool, &id, &self.policy(), Utc::now())
+                && matches!(
+                    self.decide_held(&id, examine::Operator::Expire),
+                    Ok(Some(_))
+                )
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn run_claimed(
+        &self,
+        claimed: Vec<(OsString, PathBuf)>,
+        op: Option<examine::Operator>,
+    ) -> Result<BatchOutcome, BatchError> {
+        let mut out = Vec::new();
+        self.run_claimed_into(claimed, op, &mut out)
+    }
+
+    fn run_claimed_into(
+        &self,
+        claimed: Vec<(OsString, PathBuf)>,
+        op: Option<examine::Operator>,
+        published: &mut Vec<Publication>,
+    ) -> Result<BatchOutcome, BatchError> {
+        if claimed.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let started = Instant::now();
+        let policy = self.policy();
+        let ctx = policy::Context {
+            name_constraints: crate::signer::ca::permitted_ip_subtrees(&self.ca.cert),
+        };
+        // Phase 1: examine.
+        let mut works: Vec<Work> = Vec::with_capacity(claimed.len());
+        {
+            let ledger = self.ledger.lock().expect("ledger lock is never poisoned");
+            for (name, path) in &claimed {
+                works.push(examine::examine(
+                    &self.spool,
+                    name,
+                    path,
+                    &policy,
+                    &ctx,
+                    &ledger,
+                    op.clone(),
+                ));
+            }
+        }
+        // Phase 2: intents and denials, one flush.
+        let mut events = Vec::new();
+        {
+            let ledger = self.ledger.lock().expect("ledger lock is never poisoned");
+            let mut batch_serials = HashSet::new();
+            for w in &mut works {
+                match w {
+                    Work::Approve {
+                        id,
+                        kind,
+                        plan,
+                        serial,
+                        ..
+                    } => {
+                        let s = loop {
+                            let s = Serial::random(plan.serial_prefix);
+                            if !ledger.index().serials.contains(s.as_bytes())
+                                && batch_serials.insert(s)
+                            {
+                                break s;
+                            }
+                        };
+                        *serial = Some(s);
+                        events.push(Event::Intent {
+                            request_id: id.to_string(),
+                            serial: s.to_hex(),
+                            kind: kind.clone(),
+                            ip: plan.ip.to_string(),
+                        });
+                    }
+                    Work::Deny {
+                        id,
+                        kind,
+                        reason,
+                        message,
+                        ..
+                    } => events.push(Event::Denied {
+                        request_id: id.to_string(),
+                        kind: kind.clone(),
+                        reason: reason.as_str().to_owned(),
+                        message: message.clone(),
+                    }),
+                    Work::Duplicate { id, kind, .. } => events.push(Event::Denied {
+                        request_id: id.to_string(),
+                        kind: kind.clone(),
+                        reason: policy::Reason::DuplicateRequest.as_str().to_owned(),
+                        message: "a request with this id and different content was decided before"
+                            .into(),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+        if !events.is_empty() {
+            if let Err(e) = self.with_ledger(|l| l.append(&events)) {
+                return Err(self.requeue(
+                    &claimed,
+                    format!("cannot write the ledger, requests stay queued: {e}"),
+                ));
+            }
+        }
+        // Phase 3: sign.
+        let mut issued_events = Vec::new();
+        for w in &mut works {
+            let Work::Approve {
+                id,
+                kind,
+                plan,
+                serial,
+                public_key_der,
+                ..
+            } = w
+            else {
+                continue;
+            };
+            let serial = serial.expect("phase 2 gave every approval a serial");
+            let result = issue::prepare(&self.ca, plan, public_key_der, serial, Utc::now())
+                .and_then(|p| issue::issue(&self.ca, p));
+            match result {
+                Ok(issued) => {
+                    let nb = crate::signer::ca::asn1_to_utc(issued.cert.not_before());
+                    let na = crate::signer::ca::asn1_to_utc(issued.cert.not_after());
+                    let leaf = String::from_utf8(issued.cert.to_pem().unwrap_or_default())
+                        .unwrap_or_default();
+                    issued_events.push(Event::Issued {
+                        request_id: id.to_string(),
+                        serial: serial.to_hex(),
+                        kind: kind.clone(),
+                        ip: plan.ip.to_string(),
+                        not_before: crate::request::rfc3339(nb),
+                        not_after: crate::request::rfc3339(na),
+                        fingerprint_sha256: issued.fingerprint.clone(),
+                        certificate: leaf,
+                    });
+                    *w = Work::Signed {
+                        id: id.clone(),
+                        kind: kind.clone(),
+                        plan: plan.clone(),
+                        issued: Box::new(issued),
+                        claimed: w.claimed().to_owned(),
+                        name: w.name().to_owned(),
+                        started: w.started(),
+                    };
+                }
+                Err(e) => {
+                    tracing::error!(request_id = %id, error = %e, "the signer refused to sign; holding the request for an operator");
+                    *w = Work::Hold { id: id.clone(), kind: kind.clone(), message: format!("held: the signer refused to sign it ({e}); an operator must look at it"), claimed: w.claimed().to_owned(), name: w.name().to_owned(), started: w.started() };
+                }
+            }
+        }
+        // Phase 4: issued records, one flush.
+        if !issued_events.is_empty() {
+            if let Err(e) = self.with_ledger(|l| l.append(&issued_events)) {
+                return Err(self.requeue(
+                    &claimed,
+                    format!("cannot write the ledger, requests stay queued: {e}"),
+                ));
+            }
+        }
+        // Phase 5: publish.
+        let results = publish::publish(&self.spool, &self.ca, works, &self.ledger);
+        let mut outcome = BatchOutcome::default();
+        match results {
+            Ok(pubs) => {
+                for p in pubs {
+                    self.count(&p);
+                    outcome.handled += 1;
+                    published.push(p);
+                }
+            }
+            Err(e) => {
+                let msg = format!("cannot publish results, requests stay queued and will be finished from the ledger: {e}");
+                self.release_all(&claimed);
+                return Err(BatchError(msg));
+            }
+        }
+        self.release_all(&claimed);
+        tracing::debug!(
+            files = claimed.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "batch done"
+        );
+        Ok(outcome)
+    }
+
+    fn count(&self, p: &Publication) {
+        let c = match p.decision {
+            publish::Decision::Approved => &self.counters.approved,
+            publish::Decision::Denied => &self.counters.denied,
+            publish::Decision::Held => &self.counters.held,
+            publish::Decision::Rejected => &self.counters.rejected,
+            publish::Decision::Unchanged => &self.counters.unchanged,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Puts claimed files back into `incoming/` after a failure before anything was published.
+    fn requeue(&self, claimed: &[(OsString, PathBuf)], msg: String) -> BatchError {
+        for (name, path) in claimed {
+            let back = self.spool.incoming().join(name);
+            let _ = publish::claim(path, &back);
+        }
+        self.release_all(claimed);
+        tracing::error!("{msg}");
+        BatchError(msg)
+    }
+
+    fn release(&self, id: &RequestId) {
+        self.in_flight
+            .lock()
+            .expect("in-flight lock is never poisoned")
+            .remove(id);
+    }
+
+    fn release_all(&self, claimed: &[(OsString, PathBuf)]) {
+        let mut set = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock is never poisoned");
+        for (name, _) in claimed {
+            if let Name::Request(id, _) | Name::Revocation(id) = classify(name) {
+                set.remove(&id);
+            }
+        }
+    }
+}
+
+/// Lists a directory's names that are not dot or temp names, oldest modification first.
+pub fn scan(dir: &Path) -> io::Result<Vec<OsString>> {
+    let mut v: Vec<(std::time::SystemTime, OsString)> = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        if is_in_progress(&name) {
+            continue;
+        }
+        let t = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        v.push((t, name));
+    }
+    v.sort();
+    Ok(v.into_iter().map(|(_, n)| n).collect())
+}
+
+fn is_in_progress(name: &OsStr) -> bool {
+    matches!(classify(name), Name::InProgress)
+}
+
+/// Processes `names` from `incoming/` on `workers` threads, [`BATCH`] names at a time, each
+/// batch claimed by exactly one worker. Returns what was done; stops at the first batch error
+/// (its requests stay queued) after the other workers finish their batches.
+pub fn run_parallel(
+    engine: &Engine,
+    names: Vec<OsString>,
+    workers: usize,
+) -> Result<BatchOutcome, BatchError> {
+    let batches: Mutex<std::vec::IntoIter<Vec<OsString>>> = Mutex::new(
+        names
+            .chunks(BATCH)
+            .map(<[OsString]>::to_vec)
+            .collect::<Vec<_>>()
+            .into_iter(),
+    );
+    let total = Mutex::new(BatchOutcome::default());
+    let failure: Mutex<Option<BatchError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| loop {
+                if failure.lock().expect("never poisoned").is_some() {
+                    return;
+                }
+                let Some(batch) = batches.lock().expect("never poisoned").next() else {
+                    return;
+                };
+                match engine.process_names(&batch) {
+                    Ok(o) => {
+                        let mut t = total.lock().expect("never poisoned");
+                        t.handled += o.handled;
+                        t.deferred += o.deferred;
+                    }
+                    Err(e) => {
+                        *failure.lock().expect("never poisoned") = Some(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner().expect("never poisoned") {
+        Some(e) => Err(e),
+        None => Ok(total.into_inner().expect("never poisoned")),
+    }
+}
+
+/// Drains `incoming/` until a pass finds nothing more to do.
+pub fn drain(engine: &Engine, workers: usize) -> Result<usize, BatchError> {
+    let mut handled = 0;
+    loop {
+        let names = engine.scan_incoming().map_err(|e| {
+            BatchError(format!(
+                "cannot read {}: {e}",
+                engine.spool.incoming().display()
+            ))
+        })?;
+        let candidates = names.iter().filter(|n| !is_in_progress(n)).count();
+        if candidates == 0 {
+            return Ok(handled);
+        }
+        let o = run_parallel(engine, names, workers)?;
+        handled += o.handled;
+        if o.handled == 0 {
+            // Only deferred files are left (an id in flight or an unreadable name): next time.
+            return Ok(handled);
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The spool (DESIGN §2): the directories requests and results move through, the lock that
+//! keeps one signer per spool, and the engine that processes requests in batches, atomically
+//! and durably.
+
+pub mod engine;
+pub mod examine;
+pub mod layout;
+pub mod lock;
+pub mod publish;
+
+pub use engine::Engine;
+pub use layout::Spool;

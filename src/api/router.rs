@@ -1,0 +1,102 @@
+//! The routes, their body limits and timeouts, and the middleware every request passes:
+//! request accounting (one log line and one counter per request) and the JSON error envelope.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put, MethodRouter};
+use axum::Router;
+use tower_http::timeout::TimeoutLayer;
+
+use super::error::{json_errors, ApiError};
+use super::{csr, health, metrics, openapi, published, sync, AppState};
+
+/// Builds the application.
+pub fn router(state: AppState) -> Router {
+    let timeout = state.request_timeout;
+    // Long-polls may wait 60 s; give them that plus room to answer.
+    let long_poll = Duration::from_secs(60) + timeout;
+    Router::new()
+        .route("/api/v1/csr", limited(post(csr::post_csr), timeout))
+        .route("/api/v1/csr/{id}", limited(get(csr::get_csr), timeout))
+        .route("/api/v1/crl", limited(get(published::get_crl), timeout))
+        .route(
+            "/api/v1/ca.crt",
+            limited(get(published::get_ca_cert), timeout),
+        )
+        .route(
+            "/api/v1/openapi.json",
+            limited(get(openapi::openapi_json), timeout),
+        )
+        .route("/health", limited(get(health::health), timeout))
+        .route("/metrics", limited(get(metrics::metrics), timeout))
+        .route(
+            "/api/v1/sync/requests",
+            limited(get(sync::list_requests), long_poll),
+        )
+        .route(
+            "/api/v1/sync/ack",
+            limited(post(sync::ack), timeout).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)),
+        )
+        .route(
+            "/api/v1/sync/results",
+            limited(post(sync::results), timeout).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)),
+        )
+        .route(
+            "/api/v1/sync/published/{name}",
+            limited(put(published::put_published), timeout)
+                .layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)),
+        )
+        .fallback(fallback)
+        // Every body is at most this unless a route says more (the CSR itself is capped at
+        // 16 KiB by the handler; the rest is room for JSON escaping and metadata).
+        .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), account))
+        .layer(middleware::from_fn(json_errors))
+        .with_state(state)
+}
+
+fn limited(route: MethodRouter<AppState>, timeout: Duration) -> MethodRouter<AppState> {
+    route.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        timeout,
+    ))
+}
+
+async fn fallback(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no such route: {method} {}",
+        csr::shorten(uri.path())
+    ))
+}
+
+/// One log line and one counter per request: route template, status, duration. Never the
+/// body (a CSR) or headers (the token).
+async fn account(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let route = route.as_deref().unwrap_or("unmatched");
+    let status = response.status().as_u16();
+    app.metrics.record(route, status);
+    tracing::info!(
+        method = %method,
+        route,
+        status,
+        duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+/// Largest body on the public routes.
+const PUBLIC_BODY_LIMIT: usize = 64 * 1024;
+/// Largest body on the sync routes (batches of status records, the CRL).
+const SYNC_BODY_LIMIT: usize = 8 * 1024 * 1024;

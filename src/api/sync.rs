@@ -1,0 +1,259 @@
+//! The bridge endpoints `sync` talks to (DESIGN §5), under `/api/v1/sync/`: list pending
+//! requests (with long-poll), acknowledge them, push status records back. All need
+//! `Authorization: Bearer <token>`; without `--sync-token-file` they answer `503`.
+//!
+//! Every operation is idempotent, so that a `sync` that crashed or lost an answer can simply
+//! repeat it: acknowledging twice is harmless, the same result twice changes nothing, and a
+//! final result is never replaced by a different one (reported as a conflict instead).
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::csr::{parse_json, require_json};
+use super::error::{ApiError, ErrorKind, ErrorResponse};
+use super::{now_ms, AppState};
+use crate::request::{RequestId, StatusRecord};
+use crate::store::ResultOutcome;
+
+/// Query of `GET /api/v1/sync/requests`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Most requests to return (default 100, at most 1000).
+    pub limit: Option<u32>,
+    /// Seconds to wait for a request when none is pending (long-poll; at most 60).
+    pub wait: Option<u64>,
+}
+
+/// Answer of `GET /api/v1/sync/requests`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestsResponse {
+    /// Pending requests not yet acknowledged, oldest first, as spool envelopes.
+    #[schema(value_type = Vec<SyncEnvelope>)]
+    pub requests: Vec<crate::request::Envelope>,
+}
+
+/// A request envelope, exactly as `incoming/<id>.json` of the spool (DESIGN §2).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // Only its schema is used; the wire type is `request::Envelope`.
+pub struct SyncEnvelope {
+    /// The request id (also the spool file stem).
+    pub request_id: String,
+    /// `webhook` or `private_server`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The PEM CSR.
+    pub content: String,
+    /// Submitter's key/value pairs (omitted when empty).
+    #[schema(nullable = false)]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// Submission time, RFC 3339.
+    pub submitted_at: String,
+}
+
+/// Body of `POST /api/v1/sync/ack`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AckRequest {
+    /// Ids of requests now safely in the spool.
+    pub ids: Vec<String>,
+}
+
+/// Answer of `POST /api/v1/sync/ack`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AckResponse {
+    /// How many of the ids are known (acknowledged now or before).
+    pub acknowledged: usize,
+    /// Ids that are not known here (never submitted, purged, or not valid ids).
+    pub unknown: Vec<String>,
+}
+
+/// Body of `POST /api/v1/sync/results`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ResultsRequest {
+    /// Status records as in `status/<id>.json` (DESIGN §2).
+    #[schema(value_type = Vec<Object>)]
+    pub results: Vec<StatusRecord>,
+}
+
+/// Answer of `POST /api/v1/sync/results`: every pushed id in exactly one list.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ResultsResponse {
+    /// Stored (first result, or a newer pending one).
+    pub updated: Vec<String>,
+    /// Already stored as such: nothing changed.
+    pub unchanged: Vec<String>,
+    /// No such request here (never submitted, or expired and purged).
+    pub unknown: Vec<String>,
+    /// The request already has a different final result, which was kept.
+    pub conflicts: Vec<String>,
+}
+
+/// List pending requests for the signer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sync/requests",
+    tag = "sync",
+    params(ListParams),
+    security(("sync_token" = [])),
+    responses(
+        (status = 200, description = "Pending requests", body = RequestsResponse),
+        (status = 401, description = "Missing or wrong token", body = ErrorResponse),
+        (status = 503, description = "Sync disabled (no --sync-token-file)", body = ErrorResponse),
+    )
+)]
+pub async fn list_requests(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<ListParams>,
+) -> Result<Json<RequestsResponse>, ApiError> {
+    authorize(&app, &headers).await?;
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let wait = Duration::from_secs(params.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut shutdown = app.shutdown.subscribe();
+    loop {
+        // Register for the wake-up before looking, so that a POST in between is not missed.
+        let notified = app.new_requests.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let requests = app.store.unacknowledged(limit, now_ms()).await?;
+        if !requests.is_empty()
+            || tokio::time::Instant::now() >= deadline
+            || *shutdown.borrow_and_update()
+        {
+            return Ok(Json(RequestsResponse { requests }));
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Acknowledge requests: they are never listed again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sync/ack",
+    tag = "sync",
+    request_body = AckRequest,
+    security(("sync_token" = [])),
+    responses(
+        (status = 200, description = "Acknowledged", body = AckResponse),
+        (status = 400, description = "Malformed body", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong token", body = ErrorResponse),
+    )
+)]
+pub async fn ack(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<AckResponse>, ApiError> {
+    authorize(&app, &headers).await?;
+    require_json(&headers)?;
+    let request: AckRequest = parse_json(&body)?;
+    if request.ids.len() > MAX_BATCH {
+        return Err(too_many(request.ids.len()));
+    }
+    let mut unknown = Vec::new();
+    let mut ids = Vec::new();
+    for raw in request.ids {
+        match RequestId::parse(&raw) {
+            Ok(id) => ids.push(id),
+            Err(_) => unknown.push(raw),
+        }
+    }
+    let known = app.store.acknowledge(ids.clone(), now_ms()).await?;
+    let mut acknowledged = 0;
+    for (id, known) in ids.into_iter().zip(known) {
+        if known {
+            acknowledged += 1;
+        } else {
+            unknown.push(id.to_string());
+        }
+    }
+    Ok(Json(AckResponse {
+        acknowledged,
+        unknown,
+    }))
+}
+
+/// Push status records from the signer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sync/results",
+    tag = "sync",
+    request_body = ResultsRequest,
+    security(("sync_token" = [])),
+    responses(
+        (status = 200, description = "What became of each record", body = ResultsResponse),
+        (status = 400, description = "Malformed body", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong token", body = ErrorResponse),
+    )
+)]
+pub async fn results(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ResultsResponse>, ApiError> {
+    authorize(&app, &headers).await?;
+    require_json(&headers)?;
+    let request: ResultsRequest = parse_json(&body)?;
+    if request.results.len() > MAX_BATCH {
+        return Err(too_many(request.results.len()));
+    }
+    let ids: Vec<String> = request
+        .results
+        .iter()
+        .map(|r| r.request_id.to_string())
+        .collect();
+    let outcomes = app.store.record_results(request.results, now_ms()).await?;
+    let mut answer = ResultsResponse::default();
+    for (id, outcome) in ids.into_iter().zip(outcomes) {
+        match outcome {
+            ResultOutcome::Updated => answer.updated.push(id),
+            ResultOutcome::Unchanged => answer.unchanged.push(id),
+            ResultOutcome::Unknown => answer.unknown.push(id),
+            ResultOutcome::Conflict => {
+                tracing::warn!(request_id = %id, "a different final result was pushed; kept the first");
+                answer.conflicts.push(id);
+            }
+        }
+    }
+    Ok(Json(answer))
+}
+
+/// Checks the bearer token and notes that sync was seen.
+pub(super) async fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &app.sync_token else {
+        return Err(ApiError::new(
+            ErrorKind::Unavailable,
+            "the sync endpoints are disabled: start serve with --sync-token-file FILE",
+        ));
+    };
+    if !token.verify(headers) {
+        return Err(ApiError::new(
+            ErrorKind::Unauthorized,
+            "missing or wrong token: send Authorization: Bearer <the token of --sync-token-file>",
+        ));
+    }
+    app.saw_sync().await;
+    Ok(())
+}
+
+fn too_many(n: usize) -> ApiError {
+    ApiError::bad_request(format!(
+        "{n} items in one call, over the limit of {MAX_BATCH}: send them in smaller batches"
+    ))
+}
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+const MAX_WAIT_SECS: u64 = 60;
+const MAX_BATCH: usize = 1000;

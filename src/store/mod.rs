@@ -1,0 +1,321 @@
+//! Storage for `serve`: requests accepted by the API, the status records `sync` pushes back,
+//! the files the signer publishes (CRL, CA chain, ledger checkpoint) and a few facts (time of
+//! the last sync).
+//!
+//! Handlers see only [`Store`], an enum over backends (SQLite today; PostgreSQL can be added
+//! as a second variant without touching `api`). Every write is durable before its future
+//! resolves: a request the API answered `202` for survives a crash. Nothing here decides about
+//! a request (that is `policy`) and nothing here holds a key. Only `serve` uses this module;
+//! the signer's truth is the spool and the ledger, never the database.
+//!
+//! Times are Unix milliseconds passed in by the caller, so that retention is testable.
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::request::{Envelope, RequestId, RequestType, StatusRecord};
+
+pub use sqlite::SqliteStore;
+
+/// Where the database is: the value of `serve --db`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DbUrl {
+    /// `sqlite:PATH` (also `sqlite://PATH`).
+    Sqlite(PathBuf),
+    /// `postgres://…` or `postgresql://…` (recognised, not supported by this build).
+    Postgres(String),
+}
+
+impl DbUrl {
+    /// Parses a database URL.
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        if let Some(rest) = s.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                return Err(StoreError::BadUrl(s.to_owned()));
+            }
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Self::Postgres(s.to_owned()))
+        } else {
+            Err(StoreError::BadUrl(s.to_owned()))
+        }
+    }
+}
+
+/// How long rows are kept (`--pending-ttl`, `--result-ttl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// A pending request is gone this long after its submission or its last pending record.
+    pub pending_ttl: Duration,
+    /// A decided request is gone this long after its result was stored.
+    pub result_ttl: Duration,
+}
+
+/// A request accepted by `POST /api/v1/csr`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRequest {
+    /// Its fresh id.
+    pub id: RequestId,
+    /// Its type.
+    pub kind: RequestType,
+    /// The PEM CSR.
+    pub content: String,
+    /// Submitter's key/value pairs.
+    pub metadata: BTreeMap<String, String>,
+    /// Submission time, Unix ms.
+    pub submitted_at: i64,
+}
+
+/// A stored request as `GET /api/v1/csr/{id}` needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRequest {
+    /// The request type.
+    pub kind: String,
+    /// Submission time, Unix ms.
+    pub submitted_at: i64,
+    /// The latest status record pushed by sync, if any.
+    pub record: Option<StatusRecord>,
+}
+
+/// What became of one pushed status record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultOutcome {
+    /// Stored: the request had no result or a pending one.
+    Updated,
+    /// The same result was already stored (idempotent re-push).
+    Unchanged,
+    /// No such request (never submitted here, or purged).
+    Unknown,
+    /// The request already has a different final result, which is kept.
+    Conflict,
+}
+
+/// A file the signer publishes and `serve` hands out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Artifact {
+    /// `ca.crl`: the latest CRL, DER.
+    Crl,
+    /// `ca.crt`: the CA chain, PEM.
+    CaCertificate,
+    /// `ledger-checkpoint.json`: the latest signed ledger checkpoint.
+    LedgerCheckpoint,
+}
+
+impl Artifact {
+    /// The file name, as in `published/` and in the sync URL.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Crl => "ca.crl",
+            Self::CaCertificate => "ca.crt",
+            Self::LedgerCheckpoint => "ledger-checkpoint.json",
+        }
+    }
+
+    /// The artifact of a file name.
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        [Self::Crl, Self::CaCertificate, Self::LedgerCheckpoint]
+            .into_iter()
+            .find(|a| a.file_name() == name)
+    }
+}
+
+/// A published file and when it was stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The bytes as uploaded.
+    pub body: Vec<u8>,
+    /// When it was stored, Unix ms.
+    pub updated_at: i64,
+}
+
+/// Figures for `/metrics` and `/health`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Pending (unexpired) requests.
+    pub pending: u64,
+    /// Submission time of the oldest pending request, Unix ms.
+    pub oldest_pending_submitted_at: Option<i64>,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `--db` is not a URL this build understands.
+    #[error("{0:?} is not a database URL: use sqlite:PATH")]
+    BadUrl(String),
+    /// The URL names a backend this build does not have.
+    #[error("{0} databases are not supported in this build: use --db sqlite:PATH")]
+    Unsupported(&'static str),
+    /// The database could not be opened or its schema created.
+    #[error("cannot open database {path}: {message}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The database was made by a newer build.
+    #[error("database schema version {found} is newer than this build's ({supported}): upgrade smsgate-ca")]
+    SchemaTooNew {
+        /// Version in the database.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// A query failed.
+    #[error("database error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored row could not be read back.
+    #[error("stored data for {what} is corrupt: {message}")]
+    Corrupt {
+        /// Which row.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The writer has shut down (the server is stopping).
+    #[error("the database writer has stopped")]
+    WriterGone,
+}
+
+/// The storage interface the API uses, one variant per backend.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// Embedded SQLite: one writer thread with group commit, a pool of readers.
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Opens (creating and migrating as needed) the database at `url`.
+    pub fn open(url: &DbUrl, retention: Retention) -> Result<Self, StoreError> {
+        match url {
+            DbUrl::Sqlite(path) => Ok(Self::Sqlite(SqliteStore::open(path, retention)?)),
+            DbUrl::Postgres(_) => Err(StoreError::Unsupported("PostgreSQL")),
+        }
+    }
+
+    /// Stores a new pending request durably.
+    pub async fn insert(&self, request: NewRequest) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.insert(request).await,
+        }
+    }
+
+    /// A request by id; `None` when unknown or expired at `now`.
+    pub fn request(&self, id: &RequestId, now: i64) -> Result<Option<StoredRequest>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.request(id, now),
+        }
+    }
+
+    /// Up to `limit` unexpired pending requests not yet acknowledged, oldest first.
+    pub async fn unacknowledged(&self, limit: u32, now: i64) -> Result<Vec<Envelope>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.unacknowledged(limit, now).await,
+        }
+    }
+
+    /// Marks requests acknowledged; for each id, whether it is known.
+    pub async fn acknowledge(
+        &self,
+        ids: Vec<RequestId>,
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.acknowledge(ids, now).await,
+        }
+    }
+
+    /// Stores status records; one outcome per record, in order.
+    pub async fn record_results(
+        &self,
+        records: Vec<StatusRecord>,
+        now: i64,
+    ) -> Result<Vec<ResultOutcome>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.record_results(records, now).await,
+        }
+    }
+
+    /// Replaces a published file.
+    pub async fn publish(
+        &self,
+        artifact: Artifact,
+        body: Vec<u8>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.publish(artifact, body, now).await,
+        }
+    }
+
+    /// A published file, if one was uploaded.
+    pub async fn published(&self, artifact: Artifact) -> Result<Option<Published>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.published(artifact).await,
+        }
+    }
+
+    /// Records that sync was seen at `now`.
+    pub async fn touch_sync(&self, now: i64) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.touch_sync(now).await,
+        }
+    }
+
+    /// When sync was last seen (as recorded by [`Self::touch_sync`]).
+    pub async fn last_sync(&self) -> Result<Option<i64>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.last_sync().await,
+        }
+    }
+
+    /// Pending count and oldest pending request.
+    pub async fn stats(&self, now: i64) -> Result<Stats, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.stats(now).await,
+        }
+    }
+
+    /// Deletes expired rows; returns how many were deleted.
+    pub async fn purge(&self, now: i64) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.purge(now).await,
+        }
+    }
+
+    /// Finishes queued writes and stops the writer; later writes fail with `WriterGone`.
+    pub async fn shutdown(&self) {
+        match self {
+            Self::Sqlite(s) => s.shutdown().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_database_urls() {
+        assert_eq!(
+            DbUrl::parse("sqlite:/var/lib/x.db").unwrap(),
+            DbUrl::Sqlite("/var/lib/x.db".into())
+        );
+        assert_eq!(
+            DbUrl::parse("sqlite://rel.db").unwrap(),
+            DbUrl::Sqlite("rel.db".into())
+        );
+        assert!(matches!(
+            DbUrl::parse("postgres://u@h/db").unwrap(),
+            DbUrl::Postgres(_)
+        ));
+        for bad in ["", "sqlite:", "mysql://x", "/tmp/x.db"] {
+            assert!(DbUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -166,47 +166,69 @@ impl Pusher {
 }
 
 /// Uploads the files of `published/` whose content changed since their last upload; returns
-/// the names uploaded.
+/// the names uploaded. A file the API refuses does not keep the others from going out; the
+/// first failure is returned after all were tried.
 pub fn publish(bridge: &Bridge) -> Result<Vec<&'static str>, SyncError> {
     let mut uploaded = Vec::new();
+    let mut failure = None;
     for (name, content_type) in PUBLISHED {
-        let path = bridge.spool().join("published").join(name);
-        let bytes = match fsx::read_untrusted(&path, MAX_PUBLISHED_BYTES) {
-            Ok(Untrusted::Content(bytes)) => bytes,
-            Ok(Untrusted::TooLarge(n)) => {
-                warn!(file = %path.display(), "not uploaded: {n} bytes is too large");
-                continue;
+        match publish_one(bridge, name, content_type) {
+            Ok(true) => uploaded.push(name),
+            Ok(false) => {}
+            Err(e) if e.is_unreachable() => return Err(e),
+            Err(e) => {
+                warn!(file = name, "{e}");
+                failure.get_or_insert(e);
             }
-            Ok(Untrusted::NotRegular(kind)) => {
-                warn!(file = %path.display(), "not uploaded: it is {kind}");
-                continue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(SyncError::Spool {
-                    what: "cannot read",
-                    path,
-                    source,
-                })
-            }
-        };
-        let hash = fsx::hex::encode(openssl::sha::sha256(&bytes));
-        if bridge.state().published_hash(name).as_deref() == Some(hash.as_str()) {
-            continue;
         }
-        bridge.api().publish(name, bytes, content_type)?;
-        bridge
-            .state()
-            .set_published_hash(name, &hash)
-            .map_err(|source| SyncError::Spool {
-                what: "cannot record the upload in",
-                path: bridge.state().root().to_path_buf(),
-                source,
-            })?;
-        info!(file = name, "published file uploaded");
-        uploaded.push(name);
     }
-    Ok(uploaded)
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(uploaded),
+    }
+}
+
+/// Uploads one published file if it changed; `Ok(false)` when there was nothing to do.
+fn publish_one(
+    bridge: &Bridge,
+    name: &'static str,
+    content_type: &'static str,
+) -> Result<bool, SyncError> {
+    let path = bridge.spool().join("published").join(name);
+    let bytes = match fsx::read_untrusted(&path, MAX_PUBLISHED_BYTES) {
+        Ok(Untrusted::Content(bytes)) => bytes,
+        Ok(Untrusted::TooLarge(n)) => {
+            warn!(file = %path.display(), "not uploaded: {n} bytes is too large");
+            return Ok(false);
+        }
+        Ok(Untrusted::NotRegular(kind)) => {
+            warn!(file = %path.display(), "not uploaded: it is {kind}");
+            return Ok(false);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(SyncError::Spool {
+                what: "cannot read",
+                path,
+                source,
+            })
+        }
+    };
+    let hash = fsx::hex::encode(openssl::sha::sha256(&bytes));
+    if bridge.state().published_hash(name).as_deref() == Some(hash.as_str()) {
+        return Ok(false);
+    }
+    bridge.api().publish(name, bytes, content_type)?;
+    bridge
+        .state()
+        .set_published_hash(name, &hash)
+        .map_err(|source| SyncError::Spool {
+            what: "cannot record the upload in",
+            path: bridge.state().root().to_path_buf(),
+            source,
+        })?;
+    info!(file = name, "published file uploaded");
+    Ok(true)
 }
 
 /// Records per `POST /sync/results`.

@@ -1,4 +1,5 @@
 //! Integration tests: one binary, one module per feature, driving the built `smsgate-ca`.
 
+mod client;
 mod systemd;
 mod util;

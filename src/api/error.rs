@@ -152,7 +152,9 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = http::JSONErrorResponse)]
 pub struct ErrorResponse {
-    /// The error.
+    // The error (a plain comment: a doc comment would wrap the inlined schema in `allOf`).
+    #[schema(inline)]
+    #[allow(missing_docs)]
     pub error: ErrorBody,
 }
 

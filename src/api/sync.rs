@@ -161,21 +161,24 @@ pub async fn ack(
     if request.ids.len() > MAX_BATCH {
         return Err(too_many(request.ids.len()));
     }
-    let mut unknown = Vec::new();
-    let mut ids = Vec::new();
-    for raw in request.ids {
-        match RequestId::parse(&raw) {
-            Ok(id) => ids.push(id),
-            Err(_) => unknown.push(raw),
-        }
-    }
-    let known = app.store.acknowledge(ids.clone(), now_ms()).await?;
+    let parsed: Vec<(String, Option<RequestId>)> = request
+        .ids
+        .into_iter()
+        .map(|raw| {
+            let id = RequestId::parse(&raw).ok();
+            (raw, id)
+        })
+        .collect();
+    let valid: Vec<RequestId> = parsed.iter().filter_map(|(_, id)| id.clone()).collect();
+    let mut known = app.store.acknowledge(valid, now_ms()).await?.into_iter();
     let mut acknowledged = 0;
-    for (id, known) in ids.into_iter().zip(known) {
-        if known {
+    let mut unknown = Vec::new();
+    for (raw, id) in parsed {
+        // `known` has one entry per valid id, in order.
+        if id.is_some() && known.next() == Some(true) {
             acknowledged += 1;
         } else {
-            unknown.push(id.to_string());
+            unknown.push(raw);
         }
     }
     Ok(Json(AckResponse {

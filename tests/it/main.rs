@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per feature, driving the built `smsgate-ca`.
 
 mod client;
+mod serve;
 mod systemd;
 mod util;

@@ -1,13 +1,81 @@
-//! `smsgate-ca daemon` (not implemented yet).
+//! `smsgate-ca daemon`: watch the spool and sign what the policy approves, until SIGTERM.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::operator::{checkpoint, open_engine, publish_ca};
 use crate::cli::Settings;
+use crate::daemon::{self, Hooks, Options};
 use crate::error::{ExitStatus, Fail};
+use crate::spool::lock::SpoolLock;
+use crate::spool::{Engine, Spool};
 
 /// Flags of `daemon`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Create a development CA (unencrypted key) in --state if there is none, and serve the
+    /// repository's spool/ with policy/default.toml
+    #[arg(long)]
+    dev: bool,
+    /// Signing threads [default: number of cores]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
+    /// Full rescan of incoming/ this often (events can be lost; network filesystems send none)
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration, value_name = "DURATION")]
+    rescan_interval: Duration,
+    /// Write Prometheus metrics to this file (node_exporter textfile collector)
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
+}
 
 /// Runs `daemon`.
-pub fn run(_settings: &Settings, _args: Args) -> anyhow::Result<ExitStatus> {
-    Err(Fail::runtime("daemon is not implemented yet"))
+pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
+    // No core dumps of a process that holds the CA key.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot disable core dumps");
+    }
+    std::fs::create_dir_all(&settings.spool).map_err(|e| {
+        Fail::runtime(format!(
+            "cannot create the spool {}: {e}",
+            settings.spool.display()
+        ))
+    })?;
+    let _lock = SpoolLock::acquire(&Spool::new(&settings.spool).lock_file())
+        .map_err(|e| Fail::runtime(e.to_string()))?;
+    let engine = Arc::new(open_engine(settings, args.dev)?);
+    publish_ca(&engine.spool, engine.ca())?;
+    let workers = args
+        .workers
+        .map(usize::from)
+        .or(settings.file.workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let opts = Options {
+        workers,
+        rescan_interval: args.rescan_interval.max(Duration::from_secs(1)),
+        policy_path: settings.policy.clone(),
+    };
+    let hooks = DaemonHooks {
+        metrics_file: args
+            .metrics_file
+            .or_else(|| settings.file.metrics_file.clone()),
+    };
+    daemon::run(engine, &opts, &hooks)?;
+    Ok(ExitStatus::Success)
+}
+
+struct DaemonHooks {
+    metrics_file: Option<PathBuf>,
+}
+
+impl Hooks for DaemonHooks {
+    fn idle_after_work(&self, engine: &Engine) {
+        if let Err(e) = checkpoint(engine) {
+            tracing::error!(error = %format!("{e:#}"), "cannot write the ledger checkpoint");
+        }
+    }
+
+    fn tick(&self, _engine: &Engine, _queue_len: usize) {
+        let _ = &self.metrics_file;
+    }
 }

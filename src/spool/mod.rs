@@ -7,6 +7,7 @@ pub mod examine;
 pub mod layout;
 pub mod lock;
 pub mod publish;
+pub mod watch;
 
 pub use engine::Engine;
 pub use layout::Spool;

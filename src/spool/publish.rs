@@ -45,6 +45,8 @@ pub struct Publication {
     pub name: OsString,
     /// The certified IP, when a certificate was published.
     pub ip: Option<String>,
+    /// Why a file was rejected.
+    pub note: Option<String>,
 }
 
 #[derive(Default)]
@@ -500,7 +502,7 @@ fn log(p: &Publication, started: std::time::Instant) {
         r#type = r.map_or("", |r| r.kind.as_str()),
         ip = p.ip.as_deref().unwrap_or(""),
         decision,
-        reason = r.and_then(|r| r.reason.as_deref()).unwrap_or(""),
+        reason = r.and_then(|r| r.reason.as_deref()).or(p.note.as_deref()).unwrap_or(""),
         serial = r.and_then(|r| r.serial.as_deref()).unwrap_or(""),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         "decision"

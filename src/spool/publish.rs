@@ -145,6 +145,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
                 record: Some(record),
                 name,
                 ip: Some(p.ip.to_string()),
+                note: None,
             }
         }
         Work::Republish {
@@ -192,6 +193,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
                 record: Some(record),
                 name,
                 ip: Some(ip_text),
+                note: None,
             }
         }
         Work::Deny {
@@ -212,6 +214,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
                 record: Some(record),
                 name,
                 ip: None,
+                note: None,
             }
         }
         Work::Restore {
@@ -240,6 +243,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
                 record: Some(record),
                 name,
                 ip: None,
+                note: None,
             }
         }
         Work::Hold {
@@ -259,6 +263,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
                 record: Some(record),
                 name,
                 ip: None,
+                note: None,
             }
         }
         Work::Finish {
@@ -285,6 +290,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
                 record,
                 name,
                 ip: None,
+                note: None,
             }
         }
         Work::Unchanged {
@@ -297,6 +303,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
                 record: None,
                 name,
                 ip: None,
+                note: None,
             }
         }
         Work::Duplicate {
@@ -305,13 +312,14 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             let reason = format!(
                 "duplicate_request: request {id} was already decided with different content; its record stays as it was (use a new id)"
             );
-            plan.rejects.push((claimed, name.clone(), reason));
+            plan.rejects.push((claimed, name.clone(), reason.clone()));
             Publication {
                 id: Some(id),
                 decision: Decision::Rejected,
                 record: None,
                 name,
                 ip: None,
+                note: Some(reason),
             }
         }
         Work::Reject {
@@ -320,13 +328,14 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             name,
             ..
         } => {
-            plan.rejects.push((claimed, name.clone(), reason));
+            plan.rejects.push((claimed, name.clone(), reason.clone()));
             Publication {
                 id: None,
                 decision: Decision::Rejected,
                 record: None,
                 name,
                 ip: None,
+                note: Some(reason),
             }
         }
         Work::Approve { id, .. } => {

@@ -2,5 +2,6 @@
 
 mod client;
 mod serve;
+mod sync;
 mod systemd;
 mod util;

@@ -120,6 +120,11 @@ pub fn run(engine: Arc<Engine>, opts: &Options, hooks: &dyn Hooks) -> anyhow::Re
             }
             if engine.recover().is_ok() && rescan(&engine, &queue) {
                 backoff = Duration::from_secs(1);
+            } else {
+                // The spool is gone or unreadable: watch it afresh once it is back.
+                watch = None;
+                next_retry = Instant::now() + backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             engine.expire_held();
             hooks.tick(&engine, queue.len());

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per feature, driving the built `smsgate-ca`.
 
 mod client;
+mod daemon;
 mod serve;
 mod sync;
 mod systemd;

@@ -7,8 +7,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use openssl::asn1::Asn1Time;
-
 use crate::cli::Settings;
 use crate::client::keys;
 use crate::error::{ExitStatus, Fail};
@@ -27,33 +25,39 @@ pub struct Args {
 /// Runs `check`.
 pub fn run(_settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
     let cert = keys::read_certificate(&args.cert).map_err(|e| Fail::usage(e.to_string()))?;
-    let now_unix = chrono::Utc::now().timestamp();
-    let now = Asn1Time::from_unix(now_unix).map_err(|e| Fail::runtime(e.to_string()))?;
-    // Seconds from now to notAfter (negative when expired).
-    let diff = now
-        .diff(cert.not_after())
-        .map_err(|e| Fail::usage(format!("{}: unreadable notAfter: {e}", args.cert.display())))?;
-    let left = i64::from(diff.days) * 86_400 + i64::from(diff.secs);
-    let not_after = chrono::DateTime::from_timestamp(now_unix + left, 0)
-        .map(crate::request::rfc3339)
-        .unwrap_or_else(|| cert.not_after().to_string());
+    let left = keys::seconds_left(&cert).ok_or_else(|| {
+        Fail::usage(format!(
+            "{}: the notAfter date cannot be read",
+            args.cert.display()
+        ))
+    })?;
+    let not_after = keys::not_after_text(&cert);
     let window = i64::try_from(args.within.as_secs()).unwrap_or(i64::MAX);
     let name = args.cert.display();
     let days = left.div_euclid(86_400);
     if left <= 0 {
         println!(
-            "{name}: EXPIRED at {not_after} ({} days ago)",
-            (-left).div_euclid(86_400)
+            "{name}: EXPIRED at {not_after} ({} ago)",
+            days_text((-left).div_euclid(86_400))
         );
         Ok(ExitStatus::Failure)
     } else if left <= window {
         println!(
-            "{name}: expires {not_after}, {days} days left: within {}, renew it",
+            "{name}: expires {not_after}, {} left: within {}, renew it",
+            days_text(days),
             crate::duration::format(args.within)
         );
         Ok(ExitStatus::Failure)
     } else {
-        println!("{name}: valid until {not_after}, {days} days left");
+        println!("{name}: valid until {not_after}, {} left", days_text(days));
         Ok(ExitStatus::Success)
+    }
+}
+
+fn days_text(days: i64) -> String {
+    if days == 1 {
+        "1 day".to_owned()
+    } else {
+        format!("{days} days")
     }
 }

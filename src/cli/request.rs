@@ -274,6 +274,6 @@ fn report(
         "certificate for {ip} written to {}{key_note} (request {}, valid until {})",
         args.out.display(),
         answered.state.request_id,
-        leaf.not_after()
+        keys::not_after_text(leaf)
     );
 }

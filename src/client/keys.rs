@@ -167,6 +167,21 @@ pub fn check_issued(chain_pem: &str, key: &PKey<Private>, ip: IpAddr) -> Result<
     Ok(leaf)
 }
 
+/// Seconds from now until `cert`'s notAfter (negative when expired).
+pub fn seconds_left(cert: &X509) -> Option<i64> {
+    let now = openssl::asn1::Asn1Time::from_unix(chrono::Utc::now().timestamp()).ok()?;
+    let diff = now.diff(cert.not_after()).ok()?;
+    Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+}
+
+/// `cert`'s notAfter in RFC 3339 (the project's one time format), or OpenSSL's text.
+pub fn not_after_text(cert: &X509) -> String {
+    seconds_left(cert)
+        .and_then(|left| chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + left, 0))
+        .map(crate::request::rfc3339)
+        .unwrap_or_else(|| cert.not_after().to_string())
+}
+
 /// Whether `key` is the private half of `cert`'s public key.
 pub fn key_matches(cert: &X509, key: &PKey<Private>) -> bool {
     cert.public_key()

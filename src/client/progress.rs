@@ -39,7 +39,7 @@ impl Spinner {
     /// Starts the spinner.
     pub fn new() -> Self {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+        let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
             .expect("the spinner template is valid");
         bar.set_style(style);
         bar.set_message("submitting the request…");

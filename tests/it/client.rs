@@ -4,6 +4,8 @@
 //!
 //! The helpers (`Fake`, `TestCa`, `cmd`) are shared with `sync.rs`.
 
+#![allow(clippy::unwrap_used)] // Tests and their helpers may unwrap (STYLE §17).
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;

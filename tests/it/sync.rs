@@ -2,6 +2,8 @@
 //! outages, garbage and lost acknowledgements on demand) and end to end against the real
 //! `serve`. Nothing here contacts any other address.
 
+#![allow(clippy::unwrap_used)] // Tests and their helpers may unwrap (STYLE §17).
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -14,6 +14,8 @@ pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod fsx;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod key_type;
 pub mod ledger;
 pub mod logging;

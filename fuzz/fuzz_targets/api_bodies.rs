@@ -1,0 +1,6 @@
+#![no_main]
+//! Fuzz target: see `smsgate_ca::fuzzing::api_bodies`.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| smsgate_ca::fuzzing::api_bodies(data));

@@ -2,6 +2,7 @@
 
 mod client;
 mod daemon;
+mod process;
 mod serve;
 mod sync;
 mod systemd;

@@ -26,3 +26,5 @@ pub mod spool;
 pub mod store;
 pub mod sync;
 pub mod systemd;
+#[cfg(test)]
+mod testkit;

@@ -56,3 +56,6 @@ pub enum SignerError {
     #[error("OpenSSL: {0}")]
     Openssl(#[from] openssl::error::ErrorStack),
 }
+
+#[cfg(test)]
+mod proptests;

@@ -1136,3 +1136,85 @@ fn a_missing_spool_is_refused_before_any_work() {
     );
     assert!(names(dir.path()).is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Real TLS: `openssl s_server` with a certificate for 127.0.0.1 from a private test CA.
+
+/// Starts `openssl s_server -www` (it answers every request with an HTML status page).
+fn tls_server(ca: &TestCa) -> (std::process::Child, u16) {
+    let dir = ca.dir.path();
+    let o = run(cmd(dir).args([
+        "csr",
+        "127.0.0.1",
+        "--out",
+        "tls.csr",
+        "--keyout",
+        "tls.key",
+    ]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let cert = ca.sign(&std::fs::read_to_string(dir.join("tls.csr")).unwrap());
+    std::fs::write(dir.join("tls.crt"), cert).unwrap();
+    for _ in 0..5 {
+        let port = closed_port();
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+            .args(["-cert", "tls.crt", "-key", "tls.key"])
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (child, port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut child = child;
+        let _ = child.kill();
+    }
+    panic!("openssl s_server did not start");
+}
+
+#[test]
+fn https_uses_the_ca_file_and_reports_tls_failures() {
+    let ca = TestCa::new();
+    let (mut server, port) = tls_server(&ca);
+    let url = format!("https://127.0.0.1:{port}/api/v1");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Without --ca-file the private CA is not trusted: a TLS failure naming the fix.
+    let o = run(cmd(dir.path()).args(["webhooks", "--ca-url", &url, "192.168.1.10"]));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("TLS with") && stderr(&o).contains("--ca-file"),
+        "{}",
+        stderr(&o)
+    );
+
+    // With it the handshake succeeds; s_server's HTML page is then reported as not the API.
+    // (`status`: s_server -www answers GETs only.)
+    let o = run(cmd(dir.path())
+        .args(["status", "abc", "--ca-url", &url, "--ca-file"])
+        .arg(ca.dir.path().join("ca.crt")));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("HTML page"), "{}", stderr(&o));
+    assert!(names(dir.path()).is_empty());
+
+    // A --ca-file that holds no certificate is bad input.
+    std::fs::write(dir.path().join("junk.pem"), "junk").unwrap();
+    let o = run(cmd(dir.path()).args([
+        "webhooks",
+        "--ca-url",
+        &url,
+        "192.168.1.10",
+        "--ca-file",
+        "junk.pem",
+    ]));
+    assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("junk.pem"), "{}", stderr(&o));
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -668,3 +668,65 @@ fn end_to_end_with_serve() {
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("cannot reach"), "{}", stderr(&o));
 }
+
+#[test]
+fn watch_with_serve_forwards_within_a_moment_and_stops_while_long_polling() {
+    let env = Env::new();
+    let Some(serve) = Serve::start(&env.token) else {
+        eprintln!("serve is not implemented in this build: test skipped");
+        return;
+    };
+    std::fs::create_dir(env.spool.join("status")).unwrap();
+    let log = std::fs::File::create(env.dir.path().join("sync.log")).unwrap();
+    let mut child = env
+        .sync(&serve.url())
+        .arg("--watch")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Let the first long poll start.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let agent = http();
+    let csr = a_csr(env.dir.path(), "192.168.1.21");
+    let t = Instant::now();
+    let mut answer = agent
+        .post(format!("{}/csr", serve.url()))
+        .content_type("application/json")
+        .send(json!({"content": csr, "type": "private_server"}).to_string())
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    let id = answer.body_mut().read_json::<Value>().unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for("the envelope", Duration::from_secs(10), || {
+        env.incoming() == [format!("{id}.json")]
+    });
+    let pulled = t.elapsed();
+
+    let t = Instant::now();
+    write_status(&env.spool, &status_record(&id, "denied", None));
+    wait_for("the denial at the API", Duration::from_secs(10), || {
+        let mut got = agent
+            .get(format!("{}/csr/{id}", serve.url()))
+            .call()
+            .unwrap();
+        got.body_mut().read_json::<Value>().unwrap()["status"] == "denied"
+    });
+    let pushed = t.elapsed();
+    assert!(
+        pulled < Duration::from_secs(2) && pushed < Duration::from_secs(2),
+        "pull {pulled:?}, push {pushed:?}"
+    );
+
+    // SIGTERM while a long poll is in flight: a prompt, clean exit.
+    let t = Instant::now();
+    terminate(&mut child);
+    let o = wait_exit(child, Duration::from_secs(10));
+    let log = std::fs::read_to_string(env.dir.path().join("sync.log")).unwrap();
+    assert_eq!(code(&o), 0, "{log}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    eprintln!("watch with serve: request pulled in {pulled:?}, result pushed in {pushed:?}");
+}

@@ -1218,3 +1218,61 @@ fn https_uses_the_ca_file_and_reports_tls_failures() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Through a spool with the real signer (`init` + `process`).
+
+fn spool_client_for(env: &crate::util::TestEnv, args: &[&str]) -> std::process::Child {
+    let child = cmd(&env.work)
+        .args(args)
+        .arg("--spool")
+        .arg(&env.spool)
+        .args(["--timeout", "60s", "--poll-interval", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let incoming = env.spool.join("incoming");
+    wait_for("the envelope", Duration::from_secs(20), || {
+        names(&incoming)
+            .iter()
+            .any(|n| n.ends_with(".json") && !n.starts_with('.'))
+    });
+    child
+}
+
+#[test]
+fn spool_client_with_the_real_signer() {
+    let env = crate::util::TestEnv::new();
+    let child = spool_client_for(&env, &["private", "192.168.1.10"]);
+    env.process();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let crt = env.work.join("server.crt");
+    let key = env.work.join("server.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(pubkey_of_cert(&crt), pubkey_of_key(&key));
+    env.verify_chain_with(
+        &crt,
+        &["-purpose", "sslserver", "-verify_ip", "192.168.1.10"],
+    )
+    .success();
+
+    // A private address outside the policy's ranges: denied by the signer, exit 3.
+    let child = spool_client_for(
+        &env,
+        &[
+            "webhooks",
+            "100.64.1.1",
+            "--out",
+            "d.crt",
+            "--keyout",
+            "d.key",
+        ],
+    );
+    env.process();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains("ip_not_allowed"), "{}", stderr(&o));
+    assert!(!env.work.join("d.crt").exists() && !env.work.join("d.key").exists());
+}

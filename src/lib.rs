@@ -18,6 +18,7 @@ pub mod fsx;
 pub mod fuzzing;
 pub mod key_type;
 pub mod ledger;
+pub mod lifecycle;
 pub mod logging;
 pub mod policy;
 pub mod request;

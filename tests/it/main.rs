@@ -2,6 +2,8 @@
 
 mod client;
 mod daemon;
+mod init;
+mod policy_check;
 mod process;
 mod serve;
 mod sync;

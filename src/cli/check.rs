@@ -13,6 +13,9 @@ use crate::error::{ExitStatus, Fail};
 
 /// Flags of `check`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 when CERT is valid beyond the window; 1 when it expires within the window or has expired; 2 when CERT cannot be read."
+)]
 pub struct Args {
     /// The certificate to check (PEM or DER; the first certificate of a chain)
     #[arg(value_name = "CERT")]

@@ -52,6 +52,13 @@ impl ApiArgs {
 
 /// Flags of `webhooks|private`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "With --spool DIR (flag or config), the request is written into DIR/incoming/ \
+and the answer read from DIR/status/ instead of going over HTTP.\n\n\
+Exit status: 0 certificate and key written; 1 CA unreachable, TLS failure, unusable answer or \
+--timeout reached; 2 bad input (not a private IP, a file in the way, a missing directory); \
+3 denied."
+)]
 pub struct Args {
     /// The private IP address the certificate is for (IPv4 or IPv6)
     #[arg(value_name = "IP", required_unless_present = "renew")]

@@ -15,6 +15,9 @@ use crate::request::RequestId;
 
 /// Flags of `status`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 when the request was found (whatever its state); 1 when no request has that id (unknown or expired); 2 for something that cannot be an id."
+)]
 pub struct Args {
     /// The request id printed when the request was submitted
     #[arg(value_name = "ID")]

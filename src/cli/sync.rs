@@ -20,6 +20,12 @@ use crate::sync::Bridge;
 
 /// Flags of `sync`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "What was delivered, pushed and uploaded is remembered under \
+<spool>/.sync/, so that a restart neither delivers a request twice nor forgets a result.\n\n\
+Exit status: 0 round done (or --watch stopped by SIGTERM/SIGINT); 1 a step failed (API out of \
+reach, garbage answers, spool not writable); 2 bad configuration."
+)]
 pub struct Args {
     /// The API base URL, ending in /api/v1 [default: config `api`]
     #[arg(long, value_name = "URL")]

@@ -45,21 +45,43 @@ enum Msg {
     BatchDone,
 }
 
-/// Runs the daemon until SIGTERM/SIGINT. The caller holds the spool lock and made the engine.
-pub fn run(engine: Arc<Engine>, opts: &Options, hooks: &dyn Hooks) -> anyhow::Result<()> {
-    let term = Arc::new(AtomicBool::new(false));
-    let hup = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, term.clone())?;
+/// SIGTERM/SIGINT and SIGHUP flags, registered before anything slow happens so that a signal
+/// during start-up is honoured rather than killing the process.
+pub struct Signals {
+    term: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Registers the handlers.
+    pub fn register() -> std::io::Result<Self> {
+        let term = Arc::new(AtomicBool::new(false));
+        let hup = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(sig, term.clone())?;
+        }
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
+        Ok(Self { term, hup })
     }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. The caller holds the spool lock and made the engine.
+pub fn run(
+    engine: Arc<Engine>,
+    opts: &Options,
+    hooks: &dyn Hooks,
+    signals: &Signals,
+) -> anyhow::Result<()> {
+    let (term, hup) = (&signals.term, &signals.hup);
 
     let (tx, rx) = mpsc::channel::<Msg>();
     let queue = Arc::new(Queue::default());
     let mut watch = start_watch(&engine, &tx);
 
     engine.recover().map_err(|e| anyhow::anyhow!(e.0))?;
-    rescan(&engine, &queue);
+    // Files present at start are taken as they are: their writers closed them before.
+    let mut rescan_soon = false;
+    rescan(&engine, &queue, false, &mut rescan_soon);
     let busy = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..opts.workers.max(1))
@@ -92,7 +114,7 @@ pub fn run(engine: Arc<Engine>, opts: &Options, hooks: &dyn Hooks) -> anyhow::Re
         match rx.recv_timeout(tick) {
             Ok(Msg::Watch(Signal::Ready(names))) => queue.push(names),
             Ok(Msg::Watch(Signal::Rescan)) => {
-                rescan(&engine, &queue);
+                rescan(&engine, &queue, true, &mut rescan_soon);
             }
             Ok(Msg::BatchDone) => worked_since_idle = true,
             Err(RecvTimeoutError::Timeout) => {}
@@ -112,13 +134,15 @@ pub fn run(engine: Arc<Engine>, opts: &Options, hooks: &dyn Hooks) -> anyhow::Re
             next_retry = Instant::now() + backoff;
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
-        let due = last_rescan.elapsed() >= opts.rescan_interval;
+        let due = last_rescan.elapsed() >= opts.rescan_interval
+            || (rescan_soon && last_rescan.elapsed() >= SETTLE);
         if due || (watch.is_none() && Instant::now() >= next_retry) {
             last_rescan = Instant::now();
             if watch.is_none() {
                 watch = start_watch(&engine, &tx);
             }
-            if engine.recover().is_ok() && rescan(&engine, &queue) {
+            rescan_soon = false;
+            if engine.recover().is_ok() && rescan(&engine, &queue, true, &mut rescan_soon) {
                 backoff = Duration::from_secs(1);
             } else {
                 // The spool is gone or unreadable: watch it afresh once it is back.
@@ -199,10 +223,17 @@ fn start_watch(engine: &Engine, tx: &Sender<Msg>) -> Option<DirWatch> {
 }
 
 /// Queues every candidate in `incoming/`; false when the directory cannot be read.
-fn rescan(engine: &Engine, queue: &Queue) -> bool {
-    match engine.scan_incoming() {
-        Ok(names) => {
+/// With `settle`, files still being written are left for later and `soon` is set.
+fn rescan(engine: &Engine, queue: &Queue, settle: bool, soon: &mut bool) -> bool {
+    let scanned = if settle {
+        engine.scan_incoming_settled(SETTLE)
+    } else {
+        engine.scan_incoming().map(|n| (n, 0))
+    };
+    match scanned {
+        Ok((names, skipped)) => {
             queue.push(names);
+            *soon |= skipped > 0;
             true
         }
         Err(e) => {
@@ -236,6 +267,10 @@ fn status_line(engine: &Engine, queue: usize) -> String {
         queue
     )
 }
+
+/// A regular file modified this recently may still be being written in place; rescans leave
+/// it to its close event (or the next rescan).
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// The work queue: names in arrival order, each at most once (queued or in a batch).
 #[derive(Default)]

@@ -31,6 +31,7 @@ pub struct Args {
 
 /// Runs `daemon`.
 pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
+    let signals = daemon::Signals::register()?;
     // No core dumps of a process that holds the CA key.
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         tracing::warn!(error = %e, "cannot disable core dumps");
@@ -60,7 +61,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
             .metrics_file
             .or_else(|| settings.file.metrics_file.clone()),
     };
-    daemon::run(engine, &opts, &hooks)?;
+    daemon::run(engine, &opts, &hooks, &signals)?;
     Ok(ExitStatus::Success)
 }
 

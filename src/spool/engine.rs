@@ -121,6 +121,17 @@ impl Engine {
         scan(&self.spool.incoming())
     }
 
+    /// Like [`Engine::scan_incoming`], but leaves out regular files modified in the last
+    /// `quiet` (they may still be being written in place; their close event, or a later
+    /// rescan, brings them).
+    /// Also returns how many files were left out.
+    pub fn scan_incoming_settled(
+        &self,
+        quiet: std::time::Duration,
+    ) -> io::Result<(Vec<OsString>, usize)> {
+        scan_filtered(&self.spool.incoming(), Some(quiet))
+    }
+
     /// Finishes what a crash left in `processing/`: each file is completed from its status
     /// record or the ledger, or processed afresh if it was never signed. Stale temp files are
     /// removed everywhere.
@@ -495,6 +506,15 @@ impl Engine {
 
 /// Lists a directory's names that are not dot or temp names, oldest modification first.
 pub fn scan(dir: &Path) -> io::Result<Vec<OsString>> {
+    scan_filtered(dir, None).map(|(names, _)| names)
+}
+
+fn scan_filtered(
+    dir: &Path,
+    quiet: Option<std::time::Duration>,
+) -> io::Result<(Vec<OsString>, usize)> {
+    let mut skipped = 0;
+    let now = std::time::SystemTime::now();
     let mut v: Vec<(std::time::SystemTime, OsString)> = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
@@ -502,14 +522,23 @@ pub fn scan(dir: &Path) -> io::Result<Vec<OsString>> {
         if is_in_progress(&name) {
             continue;
         }
-        let t = e
-            .metadata()
-            .and_then(|m| m.modified())
+        let meta = e.metadata();
+        let t = meta
+            .as_ref()
+            .ok()
+            .and_then(|m| m.modified().ok())
             .unwrap_or(std::time::UNIX_EPOCH);
+        if let Some(quiet) = quiet {
+            let regular = meta.as_ref().is_ok_and(|m| m.file_type().is_file());
+            if regular && now.duration_since(t).unwrap_or_default() < quiet {
+                skipped += 1;
+                continue;
+            }
+        }
         v.push((t, name));
     }
     v.sort();
-    Ok(v.into_iter().map(|(_, n)| n).collect())
+    Ok((v.into_iter().map(|(_, n)| n).collect(), skipped))
 }
 
 fn is_in_progress(name: &OsStr) -> bool {

@@ -132,7 +132,7 @@ pub struct Inventory {
 /// Where a loaded inventory came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// The index file, plus `usize` lines appended since it was saved.
+    /// The index file, plus this many lines appended since it was saved.
     Index(u64),
     /// Rebuilt from the whole ledger, for this reason.
     Rebuilt(String),
@@ -512,6 +512,27 @@ impl Filter {
         }
         true
     }
+}
+
+/// Reads the ledger line at `offset` (a [`Certificate::offset`]), checking its hash.
+pub fn read_entry(ledger: &Path, offset: u64) -> Result<Entry, LifecycleError> {
+    let file = File::open(ledger).map_err(|e| ledger_io(ledger, e))?;
+    let mut f = &file;
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| ledger_io(ledger, e))?;
+    let mut buf = Vec::new();
+    BufReader::new(f)
+        .read_until(b'\n', &mut buf)
+        .map_err(|e| ledger_io(ledger, e))?;
+    if buf.pop() != Some(b'\n') {
+        return Err(corrupt(
+            ledger,
+            0,
+            &format!("no complete line at byte {offset}"),
+        ));
+    }
+    let line = std::str::from_utf8(&buf).map_err(|_| corrupt(ledger, 0, "not UTF-8"))?;
+    entry::parse(line).map_err(|e| corrupt(ledger, 0, &format!("at byte {offset}: {e}")))
 }
 
 /// RFC 3339 text of Unix seconds.

@@ -63,10 +63,7 @@ pub fn render(engine: &Engine, now: SystemTime) -> String {
         "Requests held in held/ for an operator.",
         count_requests(&engine.spool.held()) as f64,
     );
-    if let Some(t) = std::fs::metadata(engine.spool.status())
-        .and_then(|m| m.modified())
-        .ok()
-    {
+    if let Ok(t) = std::fs::metadata(engine.spool.status()).and_then(|m| m.modified()) {
         gauge(
             &mut out,
             "smsgate_ca_last_decision_timestamp_seconds",

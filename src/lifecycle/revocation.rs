@@ -208,7 +208,11 @@ pub fn revoke(
     kind: Option<&str>,
 ) -> Result<Revoked, LifecycleError> {
     if reason == RevocationReason::RemoveFromCrl {
-        return Err(parse_reason(reason.as_str()).unwrap_err());
+        return Err(LifecycleError::BadInput(format!(
+            "removeFromCRL cannot revoke a certificate (it only appears in delta CRLs): use one \
+             of {}",
+            reason_names()
+        )));
     }
     let certificate = find(ledger, target, kind)?;
     let revoked_at = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_default();

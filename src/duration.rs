@@ -29,11 +29,11 @@ pub fn parse(s: &str) -> Result<Duration, BadDuration> {
 /// Formats a duration the way [`parse`] reads it, in the largest whole unit.
 pub fn format(d: Duration) -> String {
     let s = d.as_secs();
-    if s != 0 && s % 86_400 == 0 {
+    if s != 0 && s.is_multiple_of(86_400) {
         format!("{}d", s / 86_400)
-    } else if s != 0 && s % 3600 == 0 {
+    } else if s != 0 && s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s != 0 && s % 60 == 0 {
+    } else if s != 0 && s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")

@@ -209,7 +209,7 @@ pub mod hex {
 
     /// Decodes hex (either case); `None` on odd length or a non-hex digit.
     pub fn decode(s: &str) -> Option<Vec<u8>> {
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return None;
         }
         (0..s.len())

@@ -110,7 +110,9 @@ mod tests {
 
     use super::*;
 
-    const TARGETS: [(&str, fn(&[u8])); 6] = [
+    type Harness = fn(&[u8]);
+
+    const TARGETS: [(&str, Harness); 6] = [
         ("csr_policy", csr_policy),
         ("envelope", envelope),
         ("status", status),

@@ -85,7 +85,7 @@ impl CsrSpec {
             .unwrap();
             exts.push(ext).unwrap();
         }
-        if exts.len() > 0 {
+        if !exts.is_empty() {
             b.add_extensions(&exts).unwrap();
         }
         b.sign(&key, self.digest).unwrap();

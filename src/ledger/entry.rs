@@ -172,7 +172,7 @@ pub fn parse(line: &str) -> Result<Entry, LineError> {
         return Err(LineError::NoHash);
     }
     let claimed = &line[split + 9..line.len() - 2];
-    let actual = hex::encode(openssl::sha::sha256(line[..split].as_bytes()));
+    let actual = hex::encode(openssl::sha::sha256(&line.as_bytes()[..split]));
     if claimed != actual {
         return Err(LineError::HashMismatch);
     }

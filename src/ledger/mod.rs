@@ -138,7 +138,7 @@ impl Ledger {
     }
 
     /// Number of lines.
-    pub fn len(&self) -> u64 {
+    pub fn line_count(&self) -> u64 {
         self.tail.seq
     }
 

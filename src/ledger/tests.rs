@@ -29,9 +29,9 @@ fn append_reopen_and_index() {
     let mut l = Ledger::open(&path).unwrap();
     let serial = "01".repeat(16);
     l.append(&[intent("a", &serial), denied("b")]).unwrap();
-    assert_eq!(l.len(), 2);
+    assert_eq!(l.line_count(), 2);
     let l2 = Ledger::open(&path).unwrap();
-    assert_eq!(l2.len(), 2);
+    assert_eq!(l2.line_count(), 2);
     assert!(l2.index().serials.contains(&[1u8; 16]));
     assert!(l2.denied_for("b").unwrap().is_some());
     assert!(l2.issued_for("a").unwrap().is_none());
@@ -47,7 +47,7 @@ fn two_writers_interleave_and_catch_up() {
     a.append(&[denied("x")]).unwrap();
     b.append(&[denied("y")]).unwrap();
     a.append(&[denied("z")]).unwrap();
-    assert_eq!(a.len(), 3);
+    assert_eq!(a.line_count(), 3);
     assert!(a.index().requests.contains_key("y"));
     assert_eq!(verify(&path, None, None).unwrap().lines, 3);
 }
@@ -61,7 +61,7 @@ fn torn_tail_is_cut_on_open_but_reported_by_verify() {
     f.write_all(b"{\"seq\":2,\"ts\":").unwrap();
     assert_eq!(verify(&path, None, None).unwrap_err().line, 2);
     let l = Ledger::open(&path).unwrap();
-    assert_eq!(l.len(), 1);
+    assert_eq!(l.line_count(), 1);
     assert!(verify(&path, None, None).is_ok());
 }
 

@@ -82,8 +82,8 @@ proptest! {
             let oid = ext.oid.to_id_string();
             prop_assert!(["2.5.29.19", "2.5.29.15", "2.5.29.37", "2.5.29.14", "2.5.29.35", "2.5.29.17"].contains(&oid.as_str()), "unexpected {}", oid);
             if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
-                sans.extend(san.general_names.iter().cloned().map(|g| match g {
-                    GeneralName::IPAddress(b) if b.len() == 4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).unwrap())),
+                sans.extend(san.general_names.iter().map(|g| match g {
+                    GeneralName::IPAddress(b) if b.len() == 4 => Some(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap())),
                     _ => None,
                 }));
             }

@@ -1,5 +1,8 @@
 //! Integration tests: one binary, one module per feature, driving the built `smsgate-ca`.
 
+// Tests state their expectations with unwrap and expect: a failure is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod adversarial;
 mod client;
 mod daemon;

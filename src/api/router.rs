@@ -1,6 +1,7 @@
 //! The routes, their body limits and timeouts, and the middleware every request passes:
 //! request accounting (one log line and one counter per request) and the JSON error envelope.
 
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -9,6 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::error::{json_errors, ApiError};
@@ -19,51 +21,53 @@ pub fn router(state: AppState) -> Router {
     let timeout = state.request_timeout;
     // Long-polls may wait 60 s; give them that plus room to answer.
     let long_poll = Duration::from_secs(60) + timeout;
+    let public = |route, timeout| limited(route, timeout, PUBLIC_BODY_LIMIT);
+    let bridge = |route, timeout| limited(route, timeout, SYNC_BODY_LIMIT);
     Router::new()
-        .route("/api/v1/csr", limited(post(csr::post_csr), timeout))
-        .route("/api/v1/csr/{id}", limited(get(csr::get_csr), timeout))
-        .route("/api/v1/crl", limited(get(published::get_crl), timeout))
+        .route("/api/v1/csr", public(post(csr::post_csr), timeout))
+        .route("/api/v1/csr/{id}", public(get(csr::get_csr), timeout))
+        .route("/api/v1/crl", public(get(published::get_crl), timeout))
         .route(
             "/api/v1/ca.crt",
-            limited(get(published::get_ca_cert), timeout),
+            public(get(published::get_ca_cert), timeout),
         )
         .route(
             "/api/v1/openapi.json",
-            limited(get(openapi::openapi_json), timeout),
+            public(get(openapi::openapi_json), timeout),
         )
-        .route("/health", limited(get(health::health), timeout))
-        .route("/metrics", limited(get(metrics::metrics), timeout))
+        .route("/health", public(get(health::health), timeout))
+        .route("/metrics", public(get(metrics::metrics), timeout))
         .route(
             "/api/v1/sync/requests",
-            limited(get(sync::list_requests), long_poll),
+            bridge(get(sync::list_requests), long_poll),
         )
-        .route(
-            "/api/v1/sync/ack",
-            limited(post(sync::ack), timeout).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)),
-        )
-        .route(
-            "/api/v1/sync/results",
-            limited(post(sync::results), timeout).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)),
-        )
+        .route("/api/v1/sync/ack", bridge(post(sync::ack), timeout))
+        .route("/api/v1/sync/results", bridge(post(sync::results), timeout))
         .route(
             "/api/v1/sync/published/{name}",
-            limited(put(published::put_published), timeout)
-                .layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)),
+            bridge(put(published::put_published), timeout),
         )
         .fallback(fallback)
-        // Every body is at most this unless a route says more (the CSR itself is capped at
-        // 16 KiB by the handler; the rest is room for JSON escaping and metadata).
-        .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), account))
         .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }
 
-fn limited(route: MethodRouter<AppState>, timeout: Duration) -> MethodRouter<AppState> {
-    route.layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        timeout,
-    ))
+/// A route with its time limit and body limit. The body limit is enforced twice on purpose:
+/// `RequestBodyLimitLayer` refuses a too-large `Content-Length` before reading anything, and
+/// `DefaultBodyLimit` caps what axum's body extractors will buffer (chunked bodies).
+fn limited(
+    route: MethodRouter<AppState>,
+    timeout: Duration,
+    body_limit: usize,
+) -> MethodRouter<AppState> {
+    route
+        .layer::<_, Infallible>(DefaultBodyLimit::max(body_limit))
+        .layer::<_, Infallible>(RequestBodyLimitLayer::new(body_limit))
+        .layer::<_, Infallible>(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
 }
 
 async fn fallback(method: Method, uri: Uri) -> ApiError {
@@ -96,7 +100,8 @@ async fn account(State(app): State<AppState>, request: Request, next: Next) -> R
     response
 }
 
-/// Largest body on the public routes.
+/// Largest body on the public routes (the CSR itself is capped at 16 KiB by the handler; the
+/// rest is room for JSON escaping and metadata).
 const PUBLIC_BODY_LIMIT: usize = 64 * 1024;
 /// Largest body on the sync routes (batches of status records, the CRL).
 const SYNC_BODY_LIMIT: usize = 8 * 1024 * 1024;

@@ -9,6 +9,10 @@
 //! the signer's truth is the spool and the ledger, never the database.
 //!
 //! Times are Unix milliseconds passed in by the caller, so that retention is testable.
+//!
+//! For a PostgreSQL variant (several `serve` instances behind a balancer), two things that
+//! are in-process today must move into the database: the wake-up of sync long-polls on a new
+//! request (`LISTEN`/`NOTIFY`) and the CRL dates `/health` reads (re-read on a timer).
 
 mod sqlite;
 
@@ -271,6 +275,13 @@ impl Store {
     pub async fn last_sync(&self) -> Result<Option<i64>, StoreError> {
         match self {
             Self::Sqlite(s) => s.last_sync().await,
+        }
+    }
+
+    /// Checks that the database answers (a trivial read; cheap enough for every probe).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.ping(),
         }
     }
 

@@ -132,6 +132,13 @@ impl SqliteStore {
         })
     }
 
+    pub(super) fn ping(&self) -> Result<(), StoreError> {
+        self.readers.with(|c| {
+            c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
     pub(super) async fn unacknowledged(
         &self,
         limit: u32,

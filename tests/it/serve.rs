@@ -142,6 +142,51 @@ impl Server {
         (status, body)
     }
 
+    /// Sends only a request head declaring a body of `declared` bytes, then reads the answer.
+    fn raw_head(&self, request_line_and_headers: &str, declared: usize) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let head = format!(
+            "{request_line_and_headers}\r\nHost: 127.0.0.1\r\nContent-Length: {declared}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read until the body announced by the answer's Content-Length is complete.
+        loop {
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&out);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_owned())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok());
+                if len.is_some_and(|len| body.len() >= len) {
+                    break;
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
     fn sigterm(&mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         terminate(&mut child)
@@ -489,8 +534,15 @@ fn bad_input_gets_a_json_error_and_the_server_keeps_serving() {
     );
     let e = server.post_json(csr, &json!({ "content": big })).error(413);
     assert_eq!(e["reason"], "too_large");
-    let huge = format!("{{\"content\": \"{}\"}}", "A".repeat(200_000));
-    server.post_raw(csr, "application/json", &huge).error(413);
+    // (Only the head is sent: the server refuses on Content-Length at once, and a client that
+    // keeps writing a body nobody reads may see its connection reset instead of the answer.)
+    let (status, body) = server.raw_head(
+        "POST /api/v1/csr HTTP/1.1\r\nContent-Type: application/json",
+        200_000,
+    );
+    assert_eq!(status, 413, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], 413);
     // Wrong or missing content type.
     server
         .post_raw(csr, "text/plain", &json!({"content": pem}).to_string())
@@ -550,6 +602,41 @@ fn bad_input_gets_a_json_error_and_the_server_keeps_serving() {
     );
     let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
     assert!(!metrics.contains("status=\"500\""), "{metrics}");
+    assert!(
+        metrics.contains("smsgate_ca_http_requests_total{route=\"/api/v1/csr\",status=\"400\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("smsgate_ca_http_requests_total{route=\"unmatched\",status=\"404\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let post_as = |server: &Server, csr: &Path, client: &str| {
+        let body = json!({ "content": std::fs::read_to_string(csr).unwrap() });
+        Reply::from(
+            server
+                .agent
+                .post(server.url("/api/v1/csr"))
+                .header("X-Forwarded-For", client)
+                .content_type("application/json")
+                .send(body.to_string())
+                .unwrap(),
+        )
+        .status
+    };
+    let behind = Server::start(&["--rate-limit", "1/min", "--trusted-proxy", "127.0.0.1"]);
+    let csr = good_csr(behind.dir.path());
+    assert_eq!(post_as(&behind, &csr, "10.0.0.1"), 202);
+    assert_eq!(post_as(&behind, &csr, "10.0.0.2"), 202);
+    assert_eq!(post_as(&behind, &csr, "10.0.0.1"), 429);
+
+    // Without --trusted-proxy the header is ignored: every POST comes from 127.0.0.1.
+    let direct = Server::start(&["--rate-limit", "1/min"]);
+    assert_eq!(post_as(&direct, &csr, "10.0.0.1"), 202);
+    assert_eq!(post_as(&direct, &csr, "10.0.0.2"), 429);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use crate::spool::Spool;
 pub struct Args {
     /// Days until the CRL's nextUpdate, 1 to 3650; sign again before then (the daemon does so
     /// when a third is left). Long values suit a key kept offline for weeks [default: 7]
-    #[arg(long, value_name = "N", value_parser = parse_days)]
+    #[arg(long, value_name = "N", value_parser = parse_days, allow_negative_numbers = true)]
     days: Option<u64>,
     /// Print the result as JSON
     #[arg(long)]
@@ -88,7 +88,7 @@ pub(crate) fn parse_days(s: &str) -> Result<u64, String> {
     let n: u64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a whole number of days"))?;
+        .map_err(|_| format!("{s:?} is not a whole number of days from 1 to {MAX_DAYS}"))?;
     if !(1..=u64::from(MAX_DAYS)).contains(&n) {
         return Err(format!(
             "{n} days is out of range: a CRL is valid for 1 to {MAX_DAYS} days"

@@ -28,7 +28,7 @@ pub struct Args {
     reason: String,
     /// Validity of the CRL signed afterwards, in days [default: that of the published CRL, or
     /// 7]
-    #[arg(long, value_name = "N", value_parser = super::crl::parse_days)]
+    #[arg(long, value_name = "N", value_parser = super::crl::parse_days, allow_negative_numbers = true)]
     crl_days: Option<u64>,
     /// Only record the revocation (no CA key needed); the daemon or `smsgate-ca crl` signs the
     /// CRL later

@@ -8,6 +8,7 @@ mod client;
 mod daemon;
 mod init;
 mod ledger;
+mod lifecycle;
 mod policy_check;
 mod process;
 mod serve;

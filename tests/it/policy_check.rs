@@ -370,3 +370,20 @@ fn repository_policies_load() {
         }
     }
 }
+
+#[test]
+fn fixtures_are_checked_as_the_readme_says() {
+    let env = TestEnv::new();
+    for (name, want) in FIXTURES {
+        let j = check_json(
+            &env,
+            &fixture(name),
+            &[],
+            if want.is_some() { 3 } else { 0 },
+        );
+        match want {
+            None => assert_eq!(j["decision"], "approve", "{name}: {j:#}"),
+            Some(reason) => assert_eq!(j["reason"], reason, "{name}: {j:#}"),
+        }
+    }
+}

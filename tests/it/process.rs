@@ -977,3 +977,47 @@ fn mkfifo(path: &Path) {
     });
     r.success();
 }
+
+/// The pinned CSRs of `tests/fixtures`, each decided as its README says; the two approved
+/// ones are real clients' CSRs for the same IP, so each gets its own certificate.
+#[test]
+fn fixtures_are_decided_as_the_readme_says() {
+    let env = TestEnv::new();
+    for (i, (name, _)) in FIXTURES.iter().enumerate() {
+        env.drop_file(format!("fx{i}.csr"), fs::read(fixture(name)).unwrap());
+    }
+    env.process();
+    for (i, (name, want)) in FIXTURES.iter().enumerate() {
+        let id = format!("fx{i}");
+        match want {
+            None => {
+                let rsa = name.contains("rsa");
+                env.check_issued(
+                    &id,
+                    &LeafExpect {
+                        rsa_key: rsa,
+                        ..LeafExpect::webhook("192.168.1.10")
+                    },
+                );
+            }
+            Some(reason) => {
+                env.assert_denied(&id, reason);
+            }
+        }
+    }
+    // The fixture README describes every file in the directory.
+    let readme = fs::read_to_string(fixture("README.md")).unwrap();
+    for entry in fs::read_dir(fixture("")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name != "README.md" && name != "make.sh" {
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "README.md lacks {name}"
+            );
+            assert!(
+                FIXTURES.iter().any(|(f, _)| *f == name),
+                "FIXTURES lacks {name}"
+            );
+        }
+    }
+}

@@ -1213,3 +1213,23 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn sleep_secs(secs: u64) {
     std::thread::sleep(std::time::Duration::from_millis(secs * 1000 + 100));
 }
+
+/// `tests/fixtures/<name>` (see its README.md).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Each CSR fixture and the decision `tests/fixtures/README.md` gives for it (`None`:
+/// approved), all for 192.168.1.10.
+pub const FIXTURES: [(&str, Option<&str>); 8] = [
+    ("upstream-cli-p256.csr", None),
+    ("smsgate-docs-rsa2048.csr", None),
+    ("bad-signature.der", Some("bad_signature")),
+    ("truncated.der", Some("invalid_csr")),
+    ("dsa-2048.csr", Some("unsupported_key")),
+    ("san-ip-5-octets.csr", Some("no_ip_san")),
+    ("sha1-rsa2048.csr", Some("weak_signature")),
+    ("ca-true.csr", Some("extension_not_allowed")),
+];

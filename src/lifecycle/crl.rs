@@ -348,16 +348,22 @@ fn state_dir(ledger: &Path) -> PathBuf {
     }
 }
 
-/// Holds `<state>/crl.lock` exclusively until dropped.
+/// Holds `<state>/crl.lock` exclusively until dropped. The (empty) lock file is readable by
+/// all and opened read-only when it exists (enough for `flock`), so that one created by another
+/// user (root running `crl` in the daemon's state directory) does not lock the daemon out.
 fn lock(state: &Path) -> Result<std::fs::File, LifecycleError> {
     let path = state.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(fsx::MODE_SECRET)
-        .open(&path)
-        .map_err(|e| LifecycleError::io(&path, e))?;
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(fsx::MODE_PUBLIC)
+            .open(&path)
+            .map_err(|e| LifecycleError::io(&path, e))?,
+        Err(e) => return Err(LifecycleError::io(&path, e)),
+    };
     file.lock().map_err(|e| LifecycleError::io(&path, e))?;
     Ok(file)
 }

@@ -299,6 +299,8 @@ pub enum Refusal {
     BadReason,
     /// `denied_by_operator`.
     DeniedByOperator,
+    /// `expired`: held longer than the profile's `held_ttl`.
+    Expired,
     /// `invalid_request`: not the JSON described in `spool/README.md`.
     InvalidRequest,
     /// `malformed_serial`: `serial` is not 32 hex digits.
@@ -319,6 +321,7 @@ impl Refusal {
         match self {
             Self::BadReason => "bad_reason",
             Self::DeniedByOperator => "denied_by_operator",
+            Self::Expired => "expired",
             Self::InvalidRequest => "invalid_request",
             Self::MalformedSerial => "malformed_serial",
             Self::TooLarge => "too_large",
@@ -375,6 +378,8 @@ pub enum Verdict {
     Approve,
     /// `deny ID --reason TEXT`.
     Deny(String),
+    /// The profile's `held_ttl` ran out ([`expire_held`]).
+    Expire,
 }
 
 /// The engine's hook for a claimed `processing/<id>.revoke.json` (`name` is the file name,
@@ -494,6 +499,40 @@ pub fn decide_held(
     result.map(Some)
 }
 
+/// Denies the held revocation requests that waited longer than their profile's `held_ttl`
+/// (reason `expired`), as the engine does for held certificate requests; returns how many.
+/// The hook for the daemon's rescan and for `approve`/`deny`, next to `Engine::expire_held`.
+pub fn expire_held(engine: &Engine) -> usize {
+    let Ok(entries) = std::fs::read_dir(engine.spool.held()) else {
+        return 0;
+    };
+    let policy = engine.policy();
+    let now = Utc::now();
+    let mut expired = 0;
+    for e in entries.flatten() {
+        let Name::Revocation(id) = classify(&e.file_name()) else {
+            continue;
+        };
+        let Some(record) = read_record(&engine.spool, &id) else {
+            continue;
+        };
+        let Ok(held_at) = DateTime::parse_from_rfc3339(&record.decided_at) else {
+            continue;
+        };
+        let ttl = policy
+            .profile(&record.kind)
+            .map_or(policy.defaults.held_ttl, |p| p.settings.held_ttl);
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        if record.status == RevocationStatus::Pending
+            && held_at.with_timezone(&Utc) + ttl < now
+            && matches!(decide_held(engine, &id, Verdict::Expire), Ok(Some(_)))
+        {
+            expired += 1;
+        }
+    }
+    expired
+}
+
 /// Whether `held/<id>.revoke.json` exists (so that `approve`/`deny` know where to route).
 pub fn is_held(spool: &Spool, id: &RequestId) -> bool {
     spool.held().join(format!("{id}.revoke.json")).exists()
@@ -608,13 +647,24 @@ fn decide(
             ),
         );
     };
-    if let Some(Verdict::Deny(text)) = &verdict {
-        let text = if text.is_empty() {
-            "denied by the CA operator".to_owned()
-        } else {
-            text.clone()
-        };
-        return deny(record, Refusal::DeniedByOperator, text);
+    match &verdict {
+        Some(Verdict::Deny(text)) => {
+            let text = if text.is_empty() {
+                "denied by the CA operator".to_owned()
+            } else {
+                text.clone()
+            };
+            return deny(record, Refusal::DeniedByOperator, text);
+        }
+        Some(Verdict::Expire) => {
+            let ttl = crate::duration::format(profile.settings.held_ttl);
+            return deny(
+                record,
+                Refusal::Expired,
+                format!("no operator decided within {ttl}; submit the revocation request again"),
+            );
+        }
+        Some(Verdict::Approve) | None => {}
     }
     let manual = verdict.is_none() && profile.settings.revocation == Approval::Manual;
     let outcome = engine.with_ledger(|l| {

@@ -13,7 +13,9 @@ use serde_json::Value;
 use smsgate_ca::ledger::Ledger;
 use smsgate_ca::lifecycle::crl::{maybe_resign, CrlValidity};
 use smsgate_ca::lifecycle::metrics::render;
-use smsgate_ca::lifecycle::revocation::{decide_held, handle_spool_file, Decision, Verdict};
+use smsgate_ca::lifecycle::revocation::{
+    decide_held, expire_held, handle_spool_file, Decision, Verdict,
+};
 use smsgate_ca::policy::Policy;
 use smsgate_ca::request::RequestId;
 use smsgate_ca::signer::ca::{self, StatePaths};
@@ -789,6 +791,33 @@ fn spool_revocation_under_manual_policy_waits_for_the_operator() {
     assert_eq!(r["reason"], "denied_by_operator");
     assert_eq!(r["message"], "not yours");
     assert_eq!(ids_revoked(&env), ["r1"]);
+}
+
+#[test]
+fn held_revocation_requests_expire_after_held_ttl() {
+    let env = TestEnv::with_policy(&policy_text(
+        "",
+        "revocation = \"manual\"\nheld_ttl = \"1s\"",
+        "",
+    ));
+    let serials = issue(&env, &["r1"]);
+    let engine = engine(&env);
+    let body = format!(
+        r#"{{"serial": "{}", "reason": "keyCompromise"}}"#,
+        serials[0]
+    );
+    assert_eq!(
+        revoke_via_spool(&env, &engine, "late", &body),
+        Decision::Held
+    );
+    assert_eq!(expire_held(&engine), 0);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(expire_held(&engine), 1);
+    let r = revocation_record(&env, "late");
+    assert_eq!(r["status"], "denied", "{r:#}");
+    assert_eq!(r["reason"], "expired");
+    assert!(env.list("held").is_empty());
+    assert!(ids_revoked(&env).is_empty());
 }
 
 fn ids_revoked(env: &TestEnv) -> Vec<String> {

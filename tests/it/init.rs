@@ -602,3 +602,42 @@ fn no_passphrase_stores_plain_keys_only_when_asked() {
     env.process();
     env.check_issued("plain", &LeafExpect::webhook("192.168.1.10"));
 }
+
+/// DESIGN §4: a profile with `subject_cn = true` makes OpenSSL check the leaf's CN as a DNS
+/// name, so the CA cannot exclude DNS names; `init` says so, and leaves still verify.
+#[test]
+fn subject_cn_policy_leaves_dns_names_unconstrained_and_init_says_so() {
+    let env = TestEnv::without_ca(&policy_text("", "subject_cn = true", ""));
+    env.init(&[]).success().stdout_has("subject_cn");
+    for cert in [env.root_cert(), env.ca_cert()] {
+        let text = x509_text(&cert);
+        assert!(text.contains("X509v3 Name Constraints: critical"), "{text}");
+        assert!(text.contains("email:nc.invalid"), "{text}");
+        assert!(!text.contains("DNS:"), "{text}");
+    }
+    env.drop_csr("cn", &CsrSpec::ip("192.168.1.10"));
+    env.process();
+    env.check_issued(
+        "cn",
+        &LeafExpect {
+            subject_cn: true,
+            ..LeafExpect::webhook("192.168.1.10")
+        },
+    );
+}
+
+/// The summary `init` prints must describe the constraints it wrote.
+#[test]
+#[ignore = "bug: with a subject_cn profile, init prints 'no DNS names or e-mail addresses' \
+            although the CA has no dNSName constraint (src/cli/init.rs)"]
+fn init_summary_does_not_claim_dns_names_are_excluded_when_they_are_not() {
+    let env = TestEnv::without_ca(&policy_text("", "subject_cn = true", ""));
+    let r = env.init(&[]).success();
+    let line = r
+        .stdout()
+        .lines()
+        .find(|l| l.starts_with("Name constraints"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!line.contains("no DNS names"), "{line}");
+}

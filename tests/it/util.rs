@@ -288,6 +288,14 @@ impl TestEnv {
         cmd
     }
 
+    /// Like [`TestEnv::cmd`], then `--` and `positional` (e.g. `approve -- ID`, DESIGN §2:
+    /// operator commands accept `--` before an id).
+    pub fn cmd_dashdash<S: AsRef<OsStr>>(&self, args: &[S], positional: &[S]) -> Command {
+        let mut cmd = self.cmd(args);
+        cmd.arg("--").args(positional);
+        cmd
+    }
+
     /// Runs the binary with `args` (see [`TestEnv::cmd`]).
     pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Run {
         run(self.cmd(args))
@@ -621,9 +629,21 @@ impl TestEnv {
             .success()
             .stdout_has(": OK");
         let text = x509_text(&crt);
+        let (san_line, subject_line) = if expect.subject_cn {
+            (
+                "X509v3 Subject Alternative Name: \n".to_owned(),
+                format!("Subject: CN = {ip}\n"),
+            )
+        } else {
+            (
+                "X509v3 Subject Alternative Name: critical".to_owned(),
+                "Subject: \n".to_owned(),
+            )
+        };
         for want in [
             "Version: 3 (0x2)",
-            "X509v3 Subject Alternative Name: critical",
+            &san_line,
+            &subject_line,
             &format!("IP Address:{ip}"),
             "X509v3 Basic Constraints: critical",
             "CA:FALSE",

@@ -1010,9 +1010,7 @@ fn malformed_cidrs_are_refused_with_their_line() {
 #[test]
 fn host_bits_are_refused_with_the_fix() {
     load_error(
-        &format!(
-            "version = 1\n[profiles.webhook]\nserial_prefix = 1\nallow = [\"192.168.1.1/16\"]\n"
-        ),
+        "version = 1\n[profiles.webhook]\nserial_prefix = 1\nallow = [\"192.168.1.1/16\"]\n",
         4,
         "write 192.168.0.0/16",
     );

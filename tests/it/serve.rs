@@ -283,11 +283,18 @@ fn repo() -> PathBuf {
 }
 
 fn serve_command(dir: &Path, args: &[String]) -> Command {
+    // A test that needs its own policy writes `policy.toml` into the directory first.
+    let own_policy = dir.join("policy.toml");
+    let policy = if own_policy.exists() {
+        own_policy
+    } else {
+        repo().join("policy/default.toml")
+    };
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_smsgate-ca"));
     cmd.arg("--state")
         .arg(dir.join("state"))
         .arg("--policy")
-        .arg(repo().join("policy/default.toml"))
+        .arg(policy)
         .arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")
@@ -1070,6 +1077,47 @@ fn sigterm_stops_cleanly_and_a_restart_keeps_the_data() {
     let g = server.get(&format!("/api/v1/csr/{id}"));
     assert_eq!(g.status, 200);
     assert_eq!(g.json()["status"], "pending");
+}
+
+#[test]
+fn sighup_reloads_the_policy_and_keeps_the_old_one_when_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    let default = std::fs::read_to_string(repo().join("policy/default.toml")).unwrap();
+    std::fs::write(&policy, &default).unwrap();
+    let server = Server::start_in(dir, &[]);
+    let csr = good_csr(server.dir.path());
+    assert_eq!(server.submit(&csr, None).status, 202);
+
+    let hup = || {
+        use nix::sys::signal::{kill, Signal};
+        let pid = server.child.as_ref().unwrap().id() as i32;
+        kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP).unwrap();
+    };
+    let denying = default.replacen("deny = []", "deny = [\"192.168.1.0/24\"]", 1);
+    assert_ne!(denying, default);
+    std::fs::write(&policy, denying).unwrap();
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = server.submit(&csr, None);
+        if r.status == 400 {
+            assert_eq!(r.error(400)["reason"], "ip_denied");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the policy was not reloaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    std::fs::write(&policy, "this is = not [a policy").unwrap();
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("policy reload failed") {
+        assert!(Instant::now() < deadline, "no reload error logged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let e = server.submit(&csr, None).error(400);
+    assert_eq!(e["reason"], "ip_denied", "the old policy must stay");
 }
 
 #[test]

@@ -113,6 +113,7 @@ pub fn run(
     loop {
         match rx.recv_timeout(tick) {
             Ok(Msg::Watch(Signal::Ready(names))) => queue.push(names),
+            Ok(Msg::Watch(Signal::Settle)) => rescan_soon = true,
             Ok(Msg::Watch(Signal::Rescan)) => {
                 rescan(&engine, &queue, true, &mut rescan_soon);
             }

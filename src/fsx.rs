@@ -24,12 +24,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// Like [`write_atomic`] but refuses to replace an existing file (`AlreadyExists`).
+///
+/// The temp file is renamed with `RENAME_NOREPLACE`, so a watcher of the directory sees one
+/// rename (`IN_MOVED_TO`) of a complete file with a single link.
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
     let tmp = write_temp(path, bytes, mode, true)?;
-    // link(2) fails with EEXIST instead of replacing: first writer wins.
-    let linked = fs::hard_link(&tmp, path);
+    let placed = match renameat2(
+        AT_FDCWD,
+        &tmp,
+        AT_FDCWD,
+        path,
+        RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Ok(()) => Ok(()),
+        // Filesystems without RENAME_NOREPLACE: link(2) also fails with EEXIST.
+        Err(nix::errno::Errno::EINVAL) => fs::hard_link(&tmp, path),
+        Err(e) => Err(io::Error::from(e)),
+    };
     let _ = fs::remove_file(&tmp);
-    linked?;
+    placed?;
     sync_dir(parent(path))
 }
 

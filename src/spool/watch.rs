@@ -22,6 +22,9 @@ pub enum Signal {
     Ready(Vec<OsString>),
     /// Events may have been lost: read the directory again.
     Rescan,
+    /// A file was created that may never send a close or rename event (e.g. a hard link):
+    /// rescan once it has settled.
+    Settle,
 }
 
 /// A live watch on a directory; dropping it stops watching.
@@ -71,11 +74,17 @@ fn translate(dir: &Path, event: &Event) -> Option<Signal> {
         EventKind::Create(CreateKind::Folder | CreateKind::Other | CreateKind::Any) => {
             event.paths.iter().collect()
         }
-        EventKind::Create(CreateKind::File) => event
-            .paths
-            .iter()
-            .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_file()))
-            .collect(),
+        EventKind::Create(CreateKind::File) => {
+            let odd: Vec<&PathBuf> = event
+                .paths
+                .iter()
+                .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_file()))
+                .collect();
+            if odd.is_empty() {
+                return Some(Signal::Settle);
+            }
+            odd
+        }
         EventKind::Other if event.paths.is_empty() => return Some(Signal::Rescan),
         _ => return None,
     };

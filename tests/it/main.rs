@@ -6,6 +6,7 @@
 mod adversarial;
 mod client;
 mod daemon;
+mod e2e;
 mod init;
 mod ledger;
 mod lifecycle;

@@ -1173,3 +1173,53 @@ fn closed_stdout_does_not_make_process_panic() {
     assert_ne!(out.status.code(), Some(101), "{stderr}");
     env.assert_approved("pipe");
 }
+
+/// DESIGN §2: a pending record counts too — the same content again is a no-op, other content
+/// under the held id is a duplicate, and the held request is still there to approve.
+#[test]
+fn resubmitting_a_held_id_is_a_no_op_or_a_duplicate() {
+    let env = TestEnv::with_policy(&manual_policy());
+    let csr = env.drop_csr("held", &CsrSpec::ip("192.168.5.30"));
+    env.process();
+    let pending = env.status("held");
+    env.drop_file("held.csr", csr.bytes());
+    let j = env.process_json();
+    assert_eq!(j["unchanged"], 1, "{j}");
+    env.drop_csr("held", &CsrSpec::ip("192.168.5.31"));
+    env.process().stdout_has("0 approved, 0 denied, 1 rejected");
+    assert!(env
+        .rejected_reason("held.csr")
+        .contains("duplicate_request"));
+    assert_eq!(env.status("held"), pending);
+    assert_eq!(env.list("held"), vec!["held.csr"]);
+    env.run(&["approve", "held"]).success();
+    env.check_issued(
+        "held",
+        &LeafExpect {
+            public_key_der: Some(csr.public_key_der()),
+            ..LeafExpect::webhook("192.168.5.30")
+        },
+    );
+}
+
+/// IPv6 unique local addresses, when the policy allows them: the leaf verifies for that IP
+/// through the CA's IPv6 name constraints.
+#[test]
+fn ipv6_ula_request_is_issued_and_verifies() {
+    let policy = "version = 1\n[profiles.webhook]\nserial_prefix = 1\n\
+                  allow = [\"192.168.0.0/16\", \"fd00::/8\"]\n";
+    let env = TestEnv::with_policy(policy);
+    env.drop_csr(
+        "v6",
+        &CsrSpec::new(Key::EcP256).addext("subjectAltName=IP:fd12:3456::10"),
+    );
+    env.drop_csr(
+        "v6out",
+        &CsrSpec::new(Key::EcP256).addext("subjectAltName=IP:fe80::1"),
+    );
+    env.process();
+    env.check_issued("v6", &LeafExpect::webhook("fd12:3456::10"));
+    env.assert_denied("v6out", "ip_not_allowed");
+    let forged = env.forge_leaf("IP:2001:db8::1");
+    env.verify_chain(&forged).code_is(2);
+}

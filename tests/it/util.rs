@@ -644,7 +644,7 @@ impl TestEnv {
             "Version: 3 (0x2)",
             &san_line,
             &subject_line,
-            &format!("IP Address:{ip}"),
+            &format!("IP Address:{}", openssl_ip_text(expect.ip)),
             "X509v3 Basic Constraints: critical",
             "CA:FALSE",
             "X509v3 Key Usage: critical",
@@ -1213,6 +1213,19 @@ pub fn assert_leaf_profile(leaf_der: &[u8], issuer_der: &[u8], e: &LeafExpect) {
         e.ip,
         p.join("\n  ")
     );
+}
+
+/// An IP as `openssl x509 -text` prints it (IPv6: eight upper-case groups, uncompressed).
+pub fn openssl_ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => v6
+            .segments()
+            .iter()
+            .map(|g| format!("{g:X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    }
 }
 
 fn ip_from(b: &[u8]) -> Option<IpAddr> {

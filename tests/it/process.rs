@@ -16,15 +16,13 @@ use crate::util::*;
 // ---------------------------------------------------------------------------------------
 
 /// The SMSGate documentation's manual recipe, exactly: `openssl genrsa -out server.key 2048`,
-/// its `server.cnf`, and `openssl req -new -key server.key -out server.csr -extensions v3_req
-/// -config ./server.cnf`.
+/// its `server.cnf` (`x509_extensions = v3_req`), and `openssl req -new -key server.key -out
+/// server.csr -extensions v3_req -config ./server.cnf`.
 ///
-/// With OpenSSL 3 this `server.cnf` still yields a CSR with the v3_req extensions, SAN
-/// included, because its `[req]` section says `req_extensions = v3_req` (it is `-extensions`
-/// alone that OpenSSL 3 applies to `-x509` only). DESIGN §3 says the recipe gives a CN-only
-/// CSR; that holds for a `server.cnf` without the `req_extensions` line, tested below.
+/// With OpenSSL 3, `-extensions` (like `x509_extensions`) applies to `-x509` only, so the
+/// CSR carries no extensions at all, only `CN=<ip>` (DESIGN §3): that CN is the requested IP.
 #[test]
-fn smsgate_docs_recipe_rsa2048_is_approved_with_exactly_the_profile() {
+fn smsgate_docs_recipe_rsa2048_is_cn_only_and_approved_with_exactly_the_profile() {
     let env = TestEnv::new();
     let key = env.work.join("server.key");
     openssl_ok(&[
@@ -38,15 +36,11 @@ fn smsgate_docs_recipe_rsa2048_is_approved_with_exactly_the_profile() {
         .extensions("v3_req");
     let csr = env.drop_csr("docs-recipe", &spec);
 
-    // What the recipe really puts in the CSR on this OpenSSL.
+    // What the recipe really puts in the CSR on this OpenSSL: the CN, nothing else.
     let text = csr.text();
     assert!(text.contains("Subject: CN = 192.168.1.10"), "{text}");
-    assert!(text.contains("Requested Extensions:"), "{text}");
-    assert!(text.contains("IP Address:192.168.1.10"), "{text}");
-    assert!(
-        text.contains("Key Encipherment, Data Encipherment"),
-        "{text}"
-    );
+    assert!(!text.contains("Subject Alternative Name"), "{text}");
+    assert!(!text.contains("Key Usage"), "{text}");
 
     env.process().stdout_has("1 approved, 0 denied, 0 rejected");
     env.check_issued(
@@ -59,31 +53,27 @@ fn smsgate_docs_recipe_rsa2048_is_approved_with_exactly_the_profile() {
     );
 }
 
-/// DESIGN §3's compatibility rule: `-extensions v3_req` without `req_extensions` in the
-/// config gives, on OpenSSL 3, a CSR with no extensions at all, only `CN=<ip>`; that CN is
-/// the requested IP.
+/// A common variant of the recipe's config, `req_extensions = v3_req`, does put the
+/// extensions into the CSR (SAN included); it is approved too, and the CSR's keyUsage
+/// (nonRepudiation) is not copied.
 #[test]
-fn smsgate_docs_recipe_without_req_extensions_is_cn_only_and_approved() {
+fn smsgate_docs_config_with_req_extensions_carries_the_san_and_is_approved() {
     let env = TestEnv::new();
-    let config: String = smsgate_docs_config("192.168.1.11")
-        .lines()
-        .filter(|l| !l.starts_with("req_extensions"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let config = smsgate_docs_config("192.168.1.11").replace("x509_extensions", "req_extensions");
     let csr = env.drop_csr(
-        "docs-cn-only",
+        "docs-req-extensions",
         &CsrSpec::new(Key::Rsa(2048))
             .config(&config)
             .extensions("v3_req"),
     );
     let text = csr.text();
     assert!(text.contains("Subject: CN = 192.168.1.11"), "{text}");
-    assert!(!text.contains("Subject Alternative Name"), "{text}");
-    assert!(!text.contains("Key Usage"), "{text}");
+    assert!(text.contains("IP Address:192.168.1.11"), "{text}");
+    assert!(text.contains("Non Repudiation"), "{text}");
 
     env.process().stdout_has("1 approved, 0 denied, 0 rejected");
     env.check_issued(
-        "docs-cn-only",
+        "docs-req-extensions",
         &LeafExpect {
             rsa_key: true,
             public_key_der: Some(csr.public_key_der()),
@@ -93,7 +83,7 @@ fn smsgate_docs_recipe_without_req_extensions_is_cn_only_and_approved() {
 }
 
 /// The same recipe with `-reqexts v3_req`, which adds the extensions in every OpenSSL: the
-/// CSR's keyUsage (keyEncipherment, dataEncipherment) and subject are not copied.
+/// CSR's keyUsage (nonRepudiation, digitalSignature, keyEncipherment) and subject are not copied.
 #[test]
 fn smsgate_docs_recipe_with_reqexts_is_approved_with_exactly_the_profile() {
     let env = TestEnv::new();
@@ -105,7 +95,7 @@ fn smsgate_docs_recipe_with_reqexts_is_approved_with_exactly_the_profile() {
     );
     let text = csr.text();
     assert!(text.contains("IP Address:10.1.2.3"), "{text}");
-    assert!(text.contains("Data Encipherment"), "{text}");
+    assert!(text.contains("Non Repudiation"), "{text}");
 
     env.process().stdout_has("1 approved, 0 denied, 0 rejected");
     env.check_issued(

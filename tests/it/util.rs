@@ -74,13 +74,14 @@ pub fn upstream_cli_config(ip: &str) -> String {
     )
 }
 
-/// The `server.cnf` of the SMSGate documentation's manual recipe, for `ip`.
+/// The `server.cnf` of the SMSGate documentation's manual recipe (docs.sms-gate.app,
+/// "Certificate Authority"), for `ip`.
 pub fn smsgate_docs_config(ip: &str) -> String {
     format!(
-        "[req]\ndistinguished_name = req_distinguished_name\nreq_extensions = v3_req\nprompt = no\n\
+        "[req]\ndistinguished_name = req_distinguished_name\nx509_extensions = v3_req\nprompt = no\n\
          [req_distinguished_name]\nCN = {ip}\n\
-         [v3_req]\nkeyUsage = keyEncipherment, dataEncipherment\nextendedKeyUsage = serverAuth\n\
-         subjectAltName = @alt_names\n[alt_names]\nIP.0 = {ip}\n"
+         [v3_req]\nkeyUsage = nonRepudiation, digitalSignature, keyEncipherment\n\
+         extendedKeyUsage = serverAuth\nsubjectAltName = @alt_names\n[alt_names]\nIP.0 = {ip}\n"
     )
 }
 

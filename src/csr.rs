@@ -177,7 +177,11 @@ pub fn parse(bytes: &[u8]) -> Result<CsrFacts, CsrError> {
             extensions.push(RequestedExtension {
                 oid: ext.oid.to_id_string(),
                 critical: ext.critical,
-                parsed: !parsed_ext.unsupported() && parsed_ext.error().is_none(),
+                // x509-parser ignores bytes after the value's first TLV; such a value (the
+                // upstream CLI's cut-short EKU) did not really parse.
+                parsed: !parsed_ext.unsupported()
+                    && parsed_ext.error().is_none()
+                    && is_single_tlv(ext.value),
                 known: !parsed_ext.unsupported(),
                 asks_ca_powers: asks_ca_powers(parsed_ext),
             });
@@ -194,6 +198,26 @@ pub fn parse(bytes: &[u8]) -> Result<CsrFacts, CsrError> {
         san,
         extensions,
     })
+}
+
+/// Whether `value` is exactly one DER TLV (definite length, nothing after it).
+fn is_single_tlv(value: &[u8]) -> bool {
+    let Some(&first_len) = value.get(1) else {
+        return false;
+    };
+    let (len, header) = if first_len < 0x80 {
+        (usize::from(first_len), 2)
+    } else {
+        let n = usize::from(first_len & 0x7f);
+        if n == 0 || n > 4 || value.len() < 2 + n {
+            return false;
+        }
+        let len = value[2..2 + n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, 2 + n)
+    };
+    header.checked_add(len) == Some(value.len())
 }
 
 /// Whether the bytes look like PEM text rather than DER.
@@ -290,7 +314,14 @@ mod tests {
     }
 
     #[test]
-    fn bad_eku_constant_is_the_documented_bytes() {
+    fn the_upstream_eku_is_not_a_single_tlv() {
         assert_eq!(UPSTREAM_BAD_EKU.len(), 12);
+        assert!(!is_single_tlv(UPSTREAM_BAD_EKU));
+        assert!(is_single_tlv(&[0x30, 0x03, 0x01, 0x01, 0xff]));
+        assert!(is_single_tlv(&[0x05, 0x00]));
+        assert!(!is_single_tlv(&[0x05]));
+        assert!(!is_single_tlv(&[0x30, 0x81]));
+        let long: Vec<u8> = [0x04, 0x81, 0x80].into_iter().chain([0u8; 128]).collect();
+        assert!(is_single_tlv(&long));
     }
 }

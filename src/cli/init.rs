@@ -91,10 +91,12 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
             .iter()
             .map(ToString::to_string)
             .collect();
-        println!(
-            "Name constraints: IP {} only; no DNS names or e-mail addresses",
-            ranges.join(", ")
-        );
+        let names = if policy.any_subject_cn() {
+            "DNS names are NOT constrained (a profile sets subject_cn = true); no e-mail addresses"
+        } else {
+            "no DNS names or e-mail addresses"
+        };
+        println!("Name constraints: IP {} only; {names}", ranges.join(", "));
     }
     for f in &created.files {
         println!("  {}", f.display());

@@ -404,8 +404,6 @@ fn upstream_cli_csr_with_its_malformed_eku_is_approved() {
 /// `extensions_rule` intends with `!(known && parsed)`. `csr::parse` reports it as parsed,
 /// because `x509-parser` ignores the trailing bytes.
 #[test]
-#[ignore = "bug: csr::parse sets parsed = true for the upstream malformed EKU (x509-parser ignores \
-            trailing bytes in the extension value), so a critical malformed EKU is approved"]
 fn the_malformed_eku_marked_critical_is_extension_not_allowed() {
     let facts = Req::ip("192.168.1.10")
         .ext(Ext::UpstreamBadEku { critical: false })

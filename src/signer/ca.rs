@@ -228,6 +228,14 @@ pub fn import(
             cert_path.display()
         )));
     }
+    if cert.subject_key_id().is_none() {
+        return Err(SignerError::Import(format!(
+            "{} has no Subject Key Identifier extension, which the authorityKeyIdentifier of every \
+             leaf and CRL must name: re-issue the CA certificate with one (openssl x509 … \
+             -extfile with subjectKeyIdentifier=hash)",
+            cert_path.display()
+        )));
+    }
     let public = cert.public_key()?;
     if !public.public_eq(&ca_key) {
         return Err(SignerError::Import(format!(

@@ -503,8 +503,6 @@ fn import_of_garbage_files_exits_2() {
 /// only if the CA can then sign with it: leaves need AKI keyid (DESIGN §4). Either `init`
 /// refuses it with exit 2, or the leaves it signs verify.
 #[test]
-#[ignore = "bug: init --import accepts a CA certificate without subjectKeyIdentifier, then every \
-            request is held with 'v2i_AUTHORITY_KEYID: unable to get issuer keyid'"]
 fn import_of_a_ca_without_ski_is_refused_or_signs_verifiable_leaves() {
     let env = TestEnv::without_ca(DEFAULT_POLICY);
     let (crt, key) = openssl_ca(
@@ -628,8 +626,6 @@ fn subject_cn_policy_leaves_dns_names_unconstrained_and_init_says_so() {
 
 /// The summary `init` prints must describe the constraints it wrote.
 #[test]
-#[ignore = "bug: with a subject_cn profile, init prints 'no DNS names or e-mail addresses' \
-            although the CA has no dNSName constraint (src/cli/init.rs)"]
 fn init_summary_does_not_claim_dns_names_are_excluded_when_they_are_not() {
     let env = TestEnv::without_ca(&policy_text("", "subject_cn = true", ""));
     let r = env.init(&[]).success();

@@ -16,15 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::PKey;
-use openssl::stack::Stack;
-use openssl::x509::extension::SubjectAlternativeName;
-use openssl::x509::{X509NameBuilder, X509ReqBuilder, X509};
+use openssl::x509::X509;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use super::util::quick_csr as csr;
 
 const BIN: &str = env!("CARGO_BIN_EXE_smsgate-ca");
 
@@ -34,33 +30,6 @@ fn knob(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A CSR for `ip`, and the DER of its public key.
-fn csr(ip: &str) -> (Vec<u8>, Vec<u8>) {
-    let key = PKey::from_ec_key(
-        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
-    )
-    .unwrap();
-    let mut b = X509ReqBuilder::new().unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", ip).unwrap();
-    b.set_subject_name(&name.build()).unwrap();
-    b.set_pubkey(&key).unwrap();
-    let mut exts = Stack::new().unwrap();
-    exts.push(
-        SubjectAlternativeName::new()
-            .ip(ip)
-            .build(&b.x509v3_context(None))
-            .unwrap(),
-    )
-    .unwrap();
-    b.add_extensions(&exts).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    (
-        b.build().to_pem().unwrap(),
-        key.public_key_to_der().unwrap(),
-    )
 }
 
 struct Spool {

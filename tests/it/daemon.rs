@@ -8,13 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::PKey;
-use openssl::stack::Stack;
-use openssl::x509::extension::SubjectAlternativeName;
-use openssl::x509::{X509NameBuilder, X509ReqBuilder};
+use super::util::quick_csr;
 
 const BIN: &str = env!("CARGO_BIN_EXE_smsgate-ca");
 
@@ -115,29 +109,6 @@ fn self_args(dir: &Path) -> Vec<String> {
         "--policy".into(),
         dir.join("policy.toml").display().to_string(),
     ]
-}
-
-fn csr(ip: &str) -> Vec<u8> {
-    let key = PKey::from_ec_key(
-        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
-    )
-    .unwrap();
-    let mut b = X509ReqBuilder::new().unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", ip).unwrap();
-    b.set_subject_name(&name.build()).unwrap();
-    b.set_pubkey(&key).unwrap();
-    let mut exts = Stack::new().unwrap();
-    exts.push(
-        SubjectAlternativeName::new()
-            .ip(ip)
-            .build(&b.x509v3_context(None))
-            .unwrap(),
-    )
-    .unwrap();
-    b.add_extensions(&exts).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    b.build().to_pem().unwrap()
 }
 
 fn signal(child: &Child, sig: nix::sys::signal::Signal) {
@@ -437,3 +408,7 @@ serial_prefix = 1
 allow = ["10.0.0.0/8", "192.168.0.0/16"]
 deny = []
 "#;
+
+fn csr(ip: &str) -> Vec<u8> {
+    quick_csr(ip).0
+}

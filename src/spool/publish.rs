@@ -49,6 +49,34 @@ pub struct Publication {
     pub note: Option<String>,
 }
 
+impl Publication {
+    fn new(
+        id: Option<RequestId>,
+        decision: Decision,
+        record: Option<StatusRecord>,
+        name: OsString,
+    ) -> Self {
+        Self {
+            id,
+            decision,
+            record,
+            name,
+            ip: None,
+            note: None,
+        }
+    }
+
+    fn with_ip(mut self, ip: String) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    fn with_note(mut self, note: String) -> Self {
+        self.note = Some(note);
+        self
+    }
+}
+
 #[derive(Default)]
 struct Plan {
     certs: Vec<(PathBuf, PathBuf)>,
@@ -139,14 +167,8 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             stage_cert(spool, &id, issued.chain_pem.as_bytes(), plan)?;
             stage_status(spool, &record, plan)?;
             archive(&claimed, &name, plan);
-            Publication {
-                id: Some(id),
-                decision: Decision::Approved,
-                record: Some(record),
-                name,
-                ip: Some(p.ip.to_string()),
-                note: None,
-            }
+            Publication::new(Some(id), Decision::Approved, Some(record), name)
+                .with_ip(p.ip.to_string())
         }
         Work::Republish {
             id,
@@ -187,14 +209,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             stage_cert(spool, &id, chain.as_bytes(), plan)?;
             stage_status(spool, &record, plan)?;
             archive(&claimed, &name, plan);
-            Publication {
-                id: Some(id),
-                decision: Decision::Approved,
-                record: Some(record),
-                name,
-                ip: Some(ip_text),
-                note: None,
-            }
+            Publication::new(Some(id), Decision::Approved, Some(record), name).with_ip(ip_text)
         }
         Work::Deny {
             id,
@@ -208,14 +223,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             let record = StatusRecord::denied(id.clone(), &kind, reason.as_str(), message);
             stage_status(spool, &record, plan)?;
             archive(&claimed, &name, plan);
-            Publication {
-                id: Some(id),
-                decision: Decision::Denied,
-                record: Some(record),
-                name,
-                ip: None,
-                note: None,
-            }
+            Publication::new(Some(id), Decision::Denied, Some(record), name)
         }
         Work::Restore {
             id,
@@ -237,14 +245,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             record.decided_at = entry.ts.clone();
             stage_status(spool, &record, plan)?;
             archive(&claimed, &name, plan);
-            Publication {
-                id: Some(id),
-                decision: Decision::Denied,
-                record: Some(record),
-                name,
-                ip: None,
-                note: None,
-            }
+            Publication::new(Some(id), Decision::Denied, Some(record), name)
         }
         Work::Hold {
             id,
@@ -257,14 +258,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             let record = StatusRecord::pending(id.clone(), &kind, message);
             stage_status(spool, &record, plan)?;
             plan.to_held.push((claimed, spool.held().join(&name)));
-            Publication {
-                id: Some(id),
-                decision: Decision::Held,
-                record: Some(record),
-                name,
-                ip: None,
-                note: None,
-            }
+            Publication::new(Some(id), Decision::Held, Some(record), name)
         }
         Work::Finish {
             id,
@@ -284,27 +278,13 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
                 Some(Status::Pending) => Decision::Held,
                 _ => Decision::Denied,
             };
-            Publication {
-                id: Some(id),
-                decision,
-                record,
-                name,
-                ip: None,
-                note: None,
-            }
+            Publication::new(Some(id), decision, record, name)
         }
         Work::Unchanged {
             id, claimed, name, ..
         } => {
             plan.removes.push(claimed);
-            Publication {
-                id: Some(id),
-                decision: Decision::Unchanged,
-                record: None,
-                name,
-                ip: None,
-                note: None,
-            }
+            Publication::new(Some(id), Decision::Unchanged, None, name)
         }
         Work::Duplicate {
             id, claimed, name, ..
@@ -313,14 +293,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
                 "duplicate_request: request {id} was already decided with different content; its record stays as it was (use a new id)"
             );
             plan.rejects.push((claimed, name.clone(), reason.clone()));
-            Publication {
-                id: Some(id),
-                decision: Decision::Rejected,
-                record: None,
-                name,
-                ip: None,
-                note: Some(reason),
-            }
+            Publication::new(Some(id), Decision::Rejected, None, name).with_note(reason)
         }
         Work::Reject {
             reason,
@@ -329,14 +302,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             ..
         } => {
             plan.rejects.push((claimed, name.clone(), reason.clone()));
-            Publication {
-                id: None,
-                decision: Decision::Rejected,
-                record: None,
-                name,
-                ip: None,
-                note: Some(reason),
-            }
+            Publication::new(None, Decision::Rejected, None, name).with_note(reason)
         }
         Work::Approve { id, .. } => {
             return Err(io::Error::other(format!(

@@ -10,7 +10,6 @@
 
 use std::net::IpAddr;
 
-use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Public};
 use openssl::x509::X509Req;
 use x509_parser::cri_attributes::ParsedCriAttribute;
@@ -137,11 +136,17 @@ pub fn parse(bytes: &[u8]) -> Result<CsrFacts, CsrError> {
         .public_key()
         .map_err(|e| CsrError::Malformed(format!("unreadable public key: {e}")))?;
     let signature_valid = req.verify(&key).unwrap_or(false);
-    let public_key_der = key
-        .public_key_to_der()
-        .map_err(|e| CsrError::Malformed(e.to_string()))?;
     let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
         .map_err(|e| CsrError::Malformed(e.to_string()))?;
+    // The SPKI as it stands in the request (re-encoding it through OpenSSL 3.0 is slow).
+    let spki = &parsed.certification_request_info.subject_pki;
+    let public_key_der = spki.raw.to_vec();
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|oid| oid.to_id_string());
 
     let common_names = parsed
         .certification_request_info
@@ -190,7 +195,7 @@ pub fn parse(bytes: &[u8]) -> Result<CsrFacts, CsrError> {
 
     Ok(CsrFacts {
         public_key_der,
-        key: key_kind(&key),
+        key: key_kind(&key, curve.as_deref()),
         signature_valid,
         signature_digest: digest_of(&parsed.signature_algorithm.algorithm.to_id_string()),
         common_names,
@@ -225,21 +230,17 @@ fn looks_like_pem(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
-fn key_kind(key: &PKey<Public>) -> KeyKind {
+fn key_kind(key: &PKey<Public>, curve_oid: Option<&str>) -> KeyKind {
     match key.id() {
         Id::RSA => KeyKind::Rsa(key.bits()),
-        Id::EC => {
-            let curve = key.ec_key().ok().and_then(|ec| ec.group().curve_name());
-            match curve {
-                Some(Nid::X9_62_PRIME256V1) => KeyKind::EcP256,
-                Some(Nid::SECP384R1) => KeyKind::EcP384,
-                Some(nid) => KeyKind::Other(format!(
-                    "EC {}",
-                    nid.short_name().unwrap_or("unknown curve")
-                )),
-                None => KeyKind::Other("EC with explicit curve parameters".into()),
-            }
-        }
+        // The curve from the SPKI's parameters: cheaper than exporting an EC_KEY.
+        Id::EC => match curve_oid {
+            Some("1.2.840.10045.3.1.7") => KeyKind::EcP256,
+            Some("1.3.132.0.34") => KeyKind::EcP384,
+            Some("1.3.132.0.10") => KeyKind::Other("EC secp256k1".into()),
+            Some(oid) => KeyKind::Other(format!("EC curve {oid}")),
+            None => KeyKind::Other("EC with explicit curve parameters".into()),
+        },
         Id::DSA => KeyKind::Other("DSA".into()),
         Id::ED25519 => KeyKind::Other("Ed25519".into()),
         Id::ED448 => KeyKind::Other("Ed448".into()),

@@ -57,6 +57,41 @@ pub struct Ca {
     pub root: X509,
     /// A throwaway key of the CA's type for the pre-issuance lint (never signs anything real).
     pub lint_key: PKey<Private>,
+    /// Facts of the issuing certificate, computed once (OpenSSL 3.0 makes them costly).
+    pub facts: CaFacts,
+}
+
+/// What issuance needs to know about the issuing certificate, computed once at load.
+#[derive(Clone)]
+pub struct CaFacts {
+    /// The subject as DER (the issuer of every leaf).
+    pub subject_der: Vec<u8>,
+    /// The subjectKeyIdentifier (the leaves' authorityKeyIdentifier).
+    pub ski: Option<Vec<u8>>,
+    /// Permitted iPAddress subtrees (None: unconstrained).
+    pub permitted: Option<Vec<IpNet>>,
+    /// The signature digest for the CA key.
+    pub digest: MessageDigest,
+}
+
+impl std::fmt::Debug for CaFacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaFacts")
+            .field("permitted", &self.permitted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaFacts {
+    /// Computes the facts of a CA certificate and key.
+    pub fn of(cert: &X509Ref, key: &PKeyRef<Private>) -> Result<Self, SignerError> {
+        Ok(Self {
+            subject_der: cert.subject_name().to_der()?,
+            ski: cert.subject_key_id().map(|s| s.as_slice().to_vec()),
+            permitted: permitted_ip_subtrees(cert),
+            digest: digest_for(key),
+        })
+    }
 }
 
 impl std::fmt::Debug for Ca {
@@ -291,12 +326,14 @@ pub fn load(
     let lint_key = KeyType::of(&key)
         .ok_or_else(|| SignerError::Import("the CA key type is not supported".into()))?
         .generate()?;
+    let facts = CaFacts::of(&cert, &key)?;
     Ok(Ca {
         cert,
         key,
         chain,
         root,
         lint_key,
+        facts,
     })
 }
 

@@ -15,8 +15,7 @@ use openssl::bn::BigNum;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Public};
 use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    SubjectKeyIdentifier,
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
 };
 use openssl::x509::{X509Builder, X509Extension, X509NameBuilder, X509};
 
@@ -39,6 +38,10 @@ pub struct Prepared {
     pub not_after: DateTime<Utc>,
     /// The subject public key (DER SPKI from the CSR).
     pub public_key_der: Vec<u8>,
+    /// The same key, decoded once (decoding is slow in OpenSSL 3.0).
+    pub public_key: PKey<Public>,
+    /// The subjectKeyIdentifier: SHA-1 of the subjectPublicKey bits (RFC 5280 §4.2.1.2).
+    pub ski: [u8; 20],
 }
 
 /// A signed certificate.
@@ -60,8 +63,8 @@ pub fn prepare(
     serial: Serial,
     now: DateTime<Utc>,
 ) -> Result<Prepared, SignerError> {
-    if let Some(permitted) = ca::permitted_ip_subtrees(&ca.cert) {
-        if !RangeSet::new(&permitted).contains(plan.ip) {
+    if let Some(permitted) = &ca.facts.permitted {
+        if !RangeSet::new(permitted).contains(plan.ip) {
             return Err(SignerError::OutsideNameConstraints(plan.ip));
         }
     }
@@ -72,8 +75,11 @@ pub fn prepare(
     if not_after <= now {
         return Err(SignerError::CaExpired(ca_end));
     }
-    PKey::public_key_from_der(public_key_der)?;
+    let public_key = decode_public_key(public_key_der)?;
+    let ski = key_identifier(public_key_der)?;
     Ok(Prepared {
+        public_key,
+        ski,
         plan: plan.clone(),
         serial,
         not_before,
@@ -111,7 +117,6 @@ pub(super) fn build_signed_by(
     p: &Prepared,
     key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
 ) -> Result<X509, SignerError> {
-    let public: PKey<Public> = PKey::public_key_from_der(&p.public_key_der)?;
     let mut b = X509Builder::new()?;
     b.set_version(2)?;
     let serial: Asn1Integer = BigNum::from_slice(p.serial.as_bytes())?.to_asn1_integer()?;
@@ -122,7 +127,7 @@ pub(super) fn build_signed_by(
     }
     b.set_subject_name(&subject.build())?;
     b.set_issuer_name(ca.cert.subject_name())?;
-    b.set_pubkey(&public)?;
+    b.set_pubkey(&p.public_key)?;
     let not_before = Asn1Time::from_unix(p.not_before.timestamp())?;
     let not_after = Asn1Time::from_unix(p.not_after.timestamp())?;
     b.set_not_before(&not_before)?;
@@ -135,12 +140,18 @@ pub(super) fn build_signed_by(
     }
     b.append_extension(ku.build()?)?;
     b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
-    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&ca.cert), None))?;
-    b.append_extension(ski)?;
-    let aki = AuthorityKeyIdentifier::new()
-        .keyid(true)
-        .build(&b.x509v3_context(Some(&ca.cert), None))?;
-    b.append_extension(aki)?;
+    // SKI and AKI from DER: OpenSSL's builders re-encode the public key on every call.
+    b.append_extension(der_extension("2.5.29.14", &octet_string(&p.ski))?)?;
+    let ca_ski =
+        ca.facts.ski.as_deref().ok_or_else(|| {
+            SignerError::Lint("the issuing CA has no subjectKeyIdentifier".into())
+        })?;
+    if ca_ski.len() > 120 {
+        return Err(SignerError::Lint(
+            "the issuing CA's subjectKeyIdentifier is too long".into(),
+        ));
+    }
+    b.append_extension(der_extension("2.5.29.35", &authority_key_id(ca_ski))?)?;
     let mut san = SubjectAlternativeName::new();
     // RFC 5280 §4.2.1.6: the SAN is critical when the subject is empty.
     if !p.plan.subject_cn {
@@ -162,8 +173,83 @@ pub(super) fn build_signed_by(
             &format!("caIssuers;URI:{url}"),
         )?)?;
     }
-    b.sign(key, ca::digest_for(key))?;
+    // The throwaway lint key has the CA key's type, hence its digest.
+    b.sign(key, ca.facts.digest)?;
     Ok(b.build())
+}
+
+/// Decodes a SubjectPublicKeyInfo into a key OpenSSL can put in a certificate.
+///
+/// EC and RSA keys are rebuilt from their raw components as "legacy" keys: OpenSSL 3.0 decodes
+/// and re-encodes provider keys through its slow decoder/encoder machinery (about 100 µs each,
+/// twice per certificate), legacy keys directly. Anything else goes through the general path.
+fn decode_public_key(spki_der: &[u8]) -> Result<PKey<Public>, SignerError> {
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey, EcPoint};
+    use x509_parser::prelude::FromDer;
+    use x509_parser::public_key::PublicKey;
+    let parsed = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).ok();
+    if let Some((_, spki)) = &parsed {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|o| o.to_id_string());
+        match (spki.parsed(), curve.as_deref()) {
+            (Ok(PublicKey::EC(point)), Some(oid @ ("1.2.840.10045.3.1.7" | "1.3.132.0.34"))) => {
+                let nid = if oid == "1.3.132.0.34" {
+                    Nid::SECP384R1
+                } else {
+                    Nid::X9_62_PRIME256V1
+                };
+                let group = EcGroup::from_curve_name(nid)?;
+                let mut ctx = openssl::bn::BigNumContext::new()?;
+                let point = EcPoint::from_bytes(&group, point.data(), &mut ctx)?;
+                return Ok(PKey::from_ec_key(EcKey::from_public_key(&group, &point)?)?);
+            }
+            (Ok(PublicKey::RSA(rsa)), _) => {
+                let n = BigNum::from_slice(rsa.modulus)?;
+                let e = BigNum::from_slice(rsa.exponent)?;
+                return Ok(PKey::from_rsa(openssl::rsa::Rsa::from_public_components(
+                    n, e,
+                )?)?);
+            }
+            _ => {}
+        }
+    }
+    Ok(PKey::public_key_from_der(spki_der)?)
+}
+
+/// SHA-1 of the subjectPublicKey BIT STRING's bits (RFC 5280 §4.2.1.2, method 1).
+fn key_identifier(spki_der: &[u8]) -> Result<[u8; 20], SignerError> {
+    use x509_parser::prelude::FromDer;
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
+        .map_err(|e| SignerError::Lint(format!("the public key does not parse: {e}")))?;
+    let mut h = openssl::sha::Sha1::new();
+    h.update(&spki.subject_public_key.data);
+    Ok(h.finish())
+}
+
+/// A non-critical extension from its DER value.
+fn der_extension(oid: &str, value: &[u8]) -> Result<X509Extension, SignerError> {
+    let oid = openssl::asn1::Asn1Object::from_str(oid)?;
+    let value = openssl::asn1::Asn1OctetString::new_from_bytes(value)?;
+    Ok(X509Extension::new_from_der(&oid, false, &value)?)
+}
+
+/// DER `OCTET STRING` of a short value.
+fn octet_string(bytes: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x04, bytes.len() as u8];
+    v.extend_from_slice(bytes);
+    v
+}
+
+/// DER `AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING }`.
+fn authority_key_id(key_id: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x30, (key_id.len() + 2) as u8, 0x80, key_id.len() as u8];
+    v.extend_from_slice(key_id);
+    v
 }
 
 /// CRL distribution point and AIA: no builder type exists; the URL was validated by policy

@@ -299,7 +299,7 @@ impl Engine {
         let started = Instant::now();
         let policy = self.policy();
         let ctx = policy::Context {
-            name_constraints: crate::signer::ca::permitted_ip_subtrees(&self.ca.cert),
+            name_constraints: self.ca.facts.permitted.clone(),
         };
         // Phase 1: examine.
         let mut works: Vec<Work> = Vec::with_capacity(claimed.len());

@@ -100,6 +100,7 @@ pub fn run(
         })
         .collect();
     systemd::ready();
+    hooks.tick(&engine, queue.len());
     tracing::info!(spool = %engine.spool.root.display(), workers = opts.workers, "daemon ready");
 
     let watchdog = systemd::watchdog_interval();

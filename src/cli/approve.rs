@@ -59,6 +59,9 @@ fn decide(settings: &Settings, id: &str, op: Operator, dev: bool) -> anyhow::Res
     let engine = open_engine(settings, dev)?;
     // Requests held too long are denied `expired` first (DESIGN §3).
     engine.expire_held();
+    if crate::lifecycle::revocation::is_held(&engine.spool, &id) {
+        return decide_revocation(&engine, &id, op);
+    }
     let Some(p) = engine
         .decide_held(&id, op.clone())
         .map_err(|e| Fail::runtime(e.0))?
@@ -92,5 +95,38 @@ fn decide(settings: &Settings, id: &str, op: Operator, dev: bool) -> anyhow::Res
             "{id}: still held: {}",
             record.message
         ))),
+    }
+}
+
+/// `approve`/`deny` of a held revocation request (`held/<id>.revoke.json`).
+fn decide_revocation(
+    engine: &crate::spool::Engine,
+    id: &RequestId,
+    op: Operator,
+) -> anyhow::Result<ExitStatus> {
+    use crate::lifecycle::revocation::{self, Decision, Verdict};
+    let verdict = match &op {
+        Operator::Approve => Verdict::Approve,
+        Operator::Deny(text) => Verdict::Deny(text.clone()),
+        Operator::Expire => Verdict::Expire,
+    };
+    let handled = revocation::decide_held(engine, id, verdict)
+        .map_err(|e| Fail::runtime(e.to_string()))?
+        .ok_or_else(|| Fail::usage(format!("revocation request {id} is no longer held")))?;
+    checkpoint(engine)?;
+    match (handled.decision, &op) {
+        (Decision::Revoked, _) => {
+            println!("{id}: revoked");
+            Ok(ExitStatus::Success)
+        }
+        (Decision::Denied, Operator::Approve) => Err(Fail::denied(format!(
+            "{id}: the revocation cannot be carried out: {}",
+            handled.record.map(|r| r.message).unwrap_or_default()
+        ))),
+        (Decision::Denied, _) => {
+            println!("{id}: revocation request denied");
+            Ok(ExitStatus::Success)
+        }
+        (other, _) => Err(Fail::runtime(format!("{id}: unexpected outcome {other:?}"))),
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::operator::{checkpoint, open_engine, publish_ca};
+use super::operator::{checkpoint, open_engine, publish_ca, upkeep};
 use crate::cli::Settings;
 use crate::daemon::{self, Hooks, Options};
 use crate::error::{ExitStatus, Fail};
@@ -57,6 +57,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
         policy_path: settings.policy.clone(),
     };
     let hooks = DaemonHooks {
+        last_warning: std::sync::Mutex::new(None),
         metrics_file: args
             .metrics_file
             .or_else(|| settings.file.metrics_file.clone()),
@@ -67,16 +68,31 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
 
 struct DaemonHooks {
     metrics_file: Option<PathBuf>,
+    last_warning: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Hooks for DaemonHooks {
     fn idle_after_work(&self, engine: &Engine) {
+        upkeep(engine);
         if let Err(e) = checkpoint(engine) {
             tracing::error!(error = %format!("{e:#}"), "cannot write the ledger checkpoint");
         }
     }
 
-    fn tick(&self, _engine: &Engine, _queue_len: usize) {
-        let _ = &self.metrics_file;
+    fn tick(&self, engine: &Engine, _queue_len: usize) {
+        upkeep(engine);
+        if let Some(path) = &self.metrics_file {
+            if let Err(e) = crate::lifecycle::metrics::write_textfile(path, engine) {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the metrics file");
+            }
+        }
+        // CRL and CA expiry warnings: at start, then hourly.
+        let mut last = self.last_warning.lock().expect("never poisoned");
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            for w in crate::lifecycle::warnings::current(engine) {
+                tracing::warn!("{w}");
+            }
+            *last = Some(std::time::Instant::now());
+        }
     }
 }

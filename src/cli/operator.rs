@@ -91,7 +91,24 @@ pub fn open_engine(settings: &Settings, dev: bool) -> anyhow::Result<Engine> {
     })?;
     let ca = load_ca(settings, &policy, dev)?;
     let ledger = Ledger::open(&StatePaths::new(&settings.state).ledger())?;
-    Ok(Engine::new(spool, policy, ca, ledger))
+    Ok(
+        Engine::new(spool, policy, ca, ledger).with_revocations(Box::new(|engine, name, path| {
+            crate::lifecycle::revocation::handle_spool_file(engine, name, path)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })),
+    )
+}
+
+/// Upkeep after a run or a burst: expire held revocation requests and re-sign the CRL when
+/// something was revoked, none is published, or a third of its validity is left.
+pub fn upkeep(engine: &Engine) {
+    crate::lifecycle::revocation::expire_held(engine);
+    match crate::lifecycle::crl::maybe_resign(engine, None) {
+        Ok(Some(signed)) => tracing::info!(crl = ?signed, "CRL re-signed"),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "cannot re-sign the CRL"),
+    }
 }
 
 /// Logs a warning for each policy range the CA's name constraints do not cover (DESIGN §3).

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::operator::{checkpoint, open_engine, publish_ca};
+use super::operator::{checkpoint, open_engine, publish_ca, upkeep};
 use crate::cli::Settings;
 use crate::error::{ExitStatus, Fail};
 use crate::spool::engine::drain;
@@ -41,6 +41,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
     engine.recover().map_err(|e| Fail::runtime(e.0))?;
     drain(&engine, workers).map_err(|e| Fail::runtime(e.0))?;
     engine.expire_held();
+    upkeep(&engine);
     publish_ca(&engine.spool, engine.ca())?;
     checkpoint(&engine)?;
     let c = &engine.counters;

@@ -195,7 +195,8 @@ pub fn issue(
     })
 }
 
-/// The daemon's hook: signs and publishes a new CRL when none is published, when the published
+/// The daemon's hook: signs and publishes a new CRL when revocations are on no published CRL
+/// yet, when the published
 /// one does not list exactly the ledger's revocations, or when less than a third of its
 /// validity is left. `validity` defaults to the published CRL's own validity (so that a
 /// long-lived CRL made with `crl --days N` stays long-lived), else [`DEFAULT_DAYS`].
@@ -237,8 +238,9 @@ pub fn resign_reason(
     revoked: &HashSet<[u8; 16]>,
     now: i64,
 ) -> Option<&'static str> {
+    // No CRL yet: one is needed once something is revoked (`crl` makes one on demand).
     let Some(p) = published else {
-        return Some("no valid CRL is published yet");
+        return (!revoked.is_empty()).then_some("revocations are on no published CRL yet");
     };
     let Some(next) = p.next_update else {
         return Some("the published CRL has no nextUpdate");
@@ -397,6 +399,10 @@ mod tests {
     fn resign_when_missing_changed_or_two_thirds_gone() {
         let revoked: HashSet<[u8; 16]> = [[1u8; 16]].into();
         assert!(resign_reason(None, &revoked, 0).is_some());
+        assert!(
+            resign_reason(None, &HashSet::new(), 0).is_none(),
+            "nothing revoked, no CRL needed"
+        );
         // Fresh and complete: nothing to do.
         assert_eq!(
             resign_reason(Some(&published(0, 300, &[1])), &revoked, 10),

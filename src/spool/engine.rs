@@ -34,6 +34,11 @@ use crate::signer::ca::Ca;
 use crate::signer::issue;
 use crate::signer::serial::Serial;
 
+/// Decides a claimed `<id>.revoke.json` (the lifecycle module provides it, so that the spool
+/// does not depend on revocation). `Err` means the file went back to `incoming/` for later.
+pub type RevocationHandler =
+    Box<dyn Fn(&Engine, &OsStr, &Path) -> Result<(), String> + Send + Sync>;
+
 /// Most files handled in one batch.
 pub const BATCH: usize = 64;
 
@@ -45,6 +50,7 @@ pub struct Engine {
     ca: Ca,
     ledger: Mutex<Ledger>,
     in_flight: Mutex<HashSet<RequestId>>,
+    revocations: Option<RevocationHandler>,
     /// Decision counters since start.
     pub counters: Counters,
 }
@@ -89,7 +95,16 @@ impl Engine {
             ledger: Mutex::new(ledger),
             in_flight: Mutex::new(HashSet::new()),
             counters: Counters::default(),
+            revocations: None,
         }
+    }
+
+    /// Installs the handler of revocation requests found in the spool (without one they are
+    /// rejected as unreadable).
+    #[must_use]
+    pub fn with_revocations(mut self, handler: RevocationHandler) -> Self {
+        self.revocations = Some(handler);
+        self
     }
 
     /// The current policy.
@@ -293,8 +308,26 @@ impl Engine {
         op: Option<examine::Operator>,
         published: &mut Vec<Publication>,
     ) -> Result<BatchOutcome, BatchError> {
+        // Revocation requests take their own path (outside the ledger lock: it appends).
+        let (revocations, claimed): (Vec<_>, Vec<_>) =
+            claimed.into_iter().partition(|(name, _)| {
+                self.revocations.is_some() && matches!(classify(name), Name::Revocation(_))
+            });
+        let mut outcome = BatchOutcome::default();
+        if let Some(handler) = &self.revocations {
+            for (name, path) in &revocations {
+                match handler(self, name, path) {
+                    Ok(()) => outcome.handled += 1,
+                    Err(e) => {
+                        tracing::error!(file = %name.to_string_lossy(), error = %e, "revocation request left for later");
+                        outcome.deferred += 1;
+                    }
+                }
+            }
+            self.release_all(&revocations);
+        }
         if claimed.is_empty() {
-            return Ok(BatchOutcome::default());
+            return Ok(outcome);
         }
         let started = Instant::now();
         let policy = self.policy();
@@ -438,7 +471,6 @@ impl Engine {
         }
         // Phase 5: publish.
         let results = publish::publish(&self.spool, &self.ca, works, &self.ledger);
-        let mut outcome = BatchOutcome::default();
         match results {
             Ok(pubs) => {
                 for p in pubs {

@@ -511,7 +511,6 @@ fn renew_exec_start_parses() {
 
 /// serve's and sync's command lines, checked the same way.
 #[test]
-#[ignore = "serve and sync flags land with issue 4; enable then"]
 fn online_exec_start_parses() {
     for name in [SERVE, SYNC] {
         parse_exec_start(&Unit::read(name).one("ExecStart").replace("%d", CREDENTIALS));

@@ -11,6 +11,9 @@
 //! `SMSGATE_BENCH_N` (10000), `SMSGATE_BENCH_BIG` (100000) and `SMSGATE_BENCH_DISK_DIR`
 //! (./target/bench-disk) change the sizes and the disk directory.
 
+// A benchmark stops at the first failure: unwrap states that.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use smsgate_ca::ledger::Ledger;
-use smsgate_ca::lifecycle::crl::{maybe_resign, CrlValidity};
+use smsgate_ca::lifecycle::crl::maybe_resign;
 use smsgate_ca::lifecycle::metrics::render;
 use smsgate_ca::lifecycle::revocation::{
     decide_held, expire_held, handle_spool_file, Decision, Verdict,

@@ -20,6 +20,9 @@ pub struct Args {
     /// when a third is left). Long values suit a key kept offline for weeks [default: 7]
     #[arg(long, value_name = "N", value_parser = parse_days, allow_negative_numbers = true)]
     days: Option<u64>,
+    /// The validity as a duration instead (10s to 3650d, e.g. 12h): for labs and tests
+    #[arg(long, value_name = "DURATION", conflicts_with = "days", value_parser = super::parse_duration)]
+    validity: Option<std::time::Duration>,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -27,8 +30,13 @@ pub struct Args {
 
 /// Runs `crl`.
 pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
-    let validity = CrlValidity::days(args.days.unwrap_or(u64::from(DEFAULT_DAYS)))
-        .map_err(|e| Fail::usage(e.to_string()))?;
+    let validity = match args.validity {
+        Some(d) => chrono::Duration::from_std(d)
+            .map_err(|e| Fail::usage(e.to_string()))
+            .and_then(|d| CrlValidity::new(d).map_err(|e| Fail::usage(e.to_string())))?,
+        None => CrlValidity::days(args.days.unwrap_or(u64::from(DEFAULT_DAYS)))
+            .map_err(|e| Fail::usage(e.to_string()))?,
+    };
     let state = StatePaths::new(&settings.state);
     if !state.exists() {
         return Err(Fail::runtime(format!(

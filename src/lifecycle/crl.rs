@@ -32,7 +32,7 @@ use crate::signer::ca::{asn1_to_utc, Ca};
 use crate::signer::crl::{build_crl, der_to_pem, CrlEntry, CrlParams, RevocationReason};
 use crate::spool::{Engine, Spool};
 
-/// How long a CRL is valid: at least a minute, at most [`MAX_DAYS`] days.
+/// How long a CRL is valid: at least ten seconds, at most [`MAX_DAYS`] days.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CrlValidity(Duration);
 
@@ -47,11 +47,11 @@ impl CrlValidity {
         Ok(Self(Duration::days(days as i64)))
     }
 
-    /// Any validity from one minute to [`MAX_DAYS`] days (tests and the daemon's timer).
+    /// Any validity from ten seconds to [`MAX_DAYS`] days (`crl --validity`, tests).
     pub fn new(d: Duration) -> Result<Self, LifecycleError> {
-        if d < Duration::minutes(1) || d > Duration::days(i64::from(MAX_DAYS)) {
+        if d < Duration::seconds(10) || d > Duration::days(i64::from(MAX_DAYS)) {
             return Err(LifecycleError::BadInput(format!(
-                "a CRL validity of {}s is out of range: use one minute to {MAX_DAYS} days",
+                "a CRL validity of {}s is out of range: use 10s to {MAX_DAYS} days",
                 d.num_seconds()
             )));
         }

@@ -412,3 +412,57 @@ deny = []
 fn csr(ip: &str) -> Vec<u8> {
     quick_csr(ip).0
 }
+
+/// Issue 5: the daemon re-signs the CRL when a third of its validity is left, keeping the
+/// validity the operator chose.
+#[test]
+fn issue_5_daemon_resigns_the_crl_before_it_lapses() {
+    let env = Env::new(POLICY);
+    let out = env.cmd(&["crl", "--validity", "12s"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crl_number = || -> u64 {
+        let out = Command::new("openssl")
+            .args(["crl", "-inform", "DER", "-noout", "-crlnumber", "-in"])
+            .arg(env.path("spool/published/ca.crl"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hex = text.trim().trim_start_matches("crlNumber=0x");
+        u64::from_str_radix(hex, 16).unwrap_or(0)
+    };
+    assert_eq!(crl_number(), 1);
+    let mut daemon = env.start(&[]);
+    env.wait_for("the re-signed CRL", Duration::from_secs(30), || {
+        crl_number() >= 2
+    });
+    let text = Command::new("openssl")
+        .args([
+            "crl",
+            "-inform",
+            "DER",
+            "-noout",
+            "-lastupdate",
+            "-nextupdate",
+            "-in",
+        ])
+        .arg(env.path("spool/published/ca.crl"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let times: Vec<chrono::DateTime<chrono::Utc>> = text
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(_, v)| v.trim().to_owned()))
+        .map(|v| {
+            chrono::NaiveDateTime::parse_from_str(&v, "%b %e %H:%M:%S %Y GMT")
+                .unwrap()
+                .and_utc()
+        })
+        .collect();
+    assert_eq!((times[1] - times[0]).num_seconds(), 12, "{text}");
+    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_exit(&mut daemon, Duration::from_secs(20)).success());
+}

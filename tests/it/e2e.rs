@@ -361,6 +361,54 @@ fn issue_4_client_webhooks_and_private_end_to_end() {
             ip,
         );
     }
+    // Revoke the webhook certificate on the signer side: the CRL travels out through sync and
+    // the API serves the same bytes, which openssl then uses to refuse the certificate.
+    let serial = stack.sh("openssl x509 -in webhooks.crt -noout -serial");
+    let serial = serial.trim().trim_start_matches("serial=").to_owned();
+    let out = Command::new(BIN)
+        .args(["revoke", &serial, "--reason", "keyCompromise", "--state"])
+        .arg(stack.path("state"))
+        .arg("--spool")
+        .arg(stack.path("spool"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let published = std::fs::read(stack.path("spool/published/ca.crl")).unwrap();
+    stack.wait_for("the CRL on the API", || {
+        let out = Command::new("curl")
+            .args(["-sS", "-f", &format!("{}/crl", stack.api)])
+            .output()
+            .unwrap();
+        out.status.success() && out.stdout == published
+    });
+    stack.sh(&format!(
+        "curl -sS -f {}/crl -o api.crl && openssl crl -inform DER -in api.crl -out api.crl.pem",
+        stack.api
+    ));
+    let verify = Command::new("openssl")
+        .args([
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "state/root.crt",
+            "-untrusted",
+            "state/chain.pem",
+            "-CRLfile",
+            "api.crl.pem",
+            "webhooks.crt",
+        ])
+        .current_dir(stack.dir.path())
+        .output()
+        .unwrap();
+    assert!(!verify.status.success());
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains("revoked")
+            || String::from_utf8_lossy(&verify.stderr).contains("revoked")
+    );
     // CGNAT space is private but outside the default policy: denied at once by serve.
     let out = Command::new(BIN)
         .current_dir(stack.dir.path())

@@ -9,7 +9,8 @@
 //!
 //! Run: `cargo bench --bench daemon` (release build; about five minutes on 2 cores).
 //! `SMSGATE_BENCH_N` (10000), `SMSGATE_BENCH_BIG` (100000) and `SMSGATE_BENCH_DISK_DIR`
-//! (./target/bench-disk) change the sizes and the disk directory.
+//! (./target/bench-disk) change the sizes and the disk directory; `SMSGATE_BENCH_CPU_ONLY=1`
+//! stops after the CPU-bound run.
 
 // A benchmark stops at the first failure: unwrap states that.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -54,6 +55,9 @@ fn main() {
         cpu / bound
     );
     let _ = fs::remove_dir_all(&shm);
+    if std::env::var_os("SMSGATE_BENCH_CPU_ONLY").is_some() {
+        return;
+    }
 
     let disk = disk_dir.join(format!("run-{}", std::process::id()));
     fs::create_dir_all(&disk).unwrap();

@@ -124,18 +124,10 @@ pub enum CsrError {
 
 /// Parses PEM or DER bytes into facts. Does not judge them.
 pub fn parse(bytes: &[u8]) -> Result<CsrFacts, CsrError> {
-    let req = if looks_like_pem(bytes) {
-        X509Req::from_pem(bytes).map_err(|_| CsrError::NotCsr)?
-    } else {
-        X509Req::from_der(bytes).map_err(|_| CsrError::NotCsr)?
+    let (der, key, signature_valid) = match direct(bytes) {
+        Some(found) => found,
+        None => through_openssl(bytes)?,
     };
-    let der = req
-        .to_der()
-        .map_err(|e| CsrError::Malformed(e.to_string()))?;
-    let key = req
-        .public_key()
-        .map_err(|e| CsrError::Malformed(format!("unreadable public key: {e}")))?;
-    let signature_valid = req.verify(&key).unwrap_or(false);
     let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
         .map_err(|e| CsrError::Malformed(e.to_string()))?;
     // The SPKI as it stands in the request (re-encoding it through OpenSSL 3.0 is slow).
@@ -203,6 +195,91 @@ pub fn parse(bytes: &[u8]) -> Result<CsrFacts, CsrError> {
         san,
         extensions,
     })
+}
+
+/// The common case without OpenSSL's slow key decoders: a plain PEM or DER request with an
+/// EC or RSA key and a PKCS#1 / ECDSA signature, verified over the exact request-info bytes.
+/// `None` hands anything else to [`through_openssl`].
+fn direct(bytes: &[u8]) -> Option<(Vec<u8>, PKey<Public>, bool)> {
+    use openssl::hash::MessageDigest;
+    let der = if looks_like_pem(bytes) {
+        pem_body(bytes)?
+    } else {
+        bytes.to_vec()
+    };
+    let (rest, req) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&der).ok()?;
+    if !rest.is_empty() || req.certification_request_info.version.0 != 0 {
+        return None;
+    }
+    let md = match req.signature_algorithm.algorithm.to_id_string().as_str() {
+        "1.2.840.10045.4.3.2" | "1.2.840.113549.1.1.11" => MessageDigest::sha256(),
+        "1.2.840.10045.4.3.3" | "1.2.840.113549.1.1.12" => MessageDigest::sha384(),
+        "1.2.840.10045.4.3.4" | "1.2.840.113549.1.1.13" => MessageDigest::sha512(),
+        "1.2.840.10045.4.1" | "1.2.840.113549.1.1.5" => MessageDigest::sha1(),
+        _ => return None,
+    };
+    // The signature algorithm must fit the key (ECDSA OIDs for EC keys, RSA ones for RSA).
+    let ecdsa = req
+        .signature_algorithm
+        .algorithm
+        .to_id_string()
+        .starts_with("1.2.840.10045.4");
+    let key =
+        crate::key_type::public_key_from_spki(req.certification_request_info.subject_pki.raw)?;
+    if ecdsa != (key.id() == Id::EC) {
+        return None;
+    }
+    let valid = {
+        let mut verifier = openssl::sign::Verifier::new(md, &key).ok()?;
+        verifier
+            .verify_oneshot(
+                &req.signature_value.data,
+                req.certification_request_info.raw,
+            )
+            .unwrap_or(false)
+    };
+    drop(req);
+    Some((der, key, valid))
+}
+
+/// The DER inside the first `CERTIFICATE REQUEST` PEM block; `None` when anything is unusual
+/// (OpenSSL's PEM reader then decides).
+fn pem_body(bytes: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (label, start) = ["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"]
+        .iter()
+        .find_map(|l| {
+            text.find(&format!("-----BEGIN {l}-----\n"))
+                .map(|i| (*l, i))
+        })?;
+    let body_start = start + format!("-----BEGIN {label}-----\n").len();
+    let end = text[body_start..].find(&format!("-----END {label}-----"))? + body_start;
+    let body: String = text[body_start..end]
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    if body.contains(':') {
+        return None; // PEM headers (encryption): not a plain request
+    }
+    openssl::base64::decode_block(&body).ok()
+}
+
+/// OpenSSL's own parser and verifier, for whatever [`direct`] does not handle.
+fn through_openssl(bytes: &[u8]) -> Result<(Vec<u8>, PKey<Public>, bool), CsrError> {
+    let req = if looks_like_pem(bytes) {
+        X509Req::from_pem(bytes).map_err(|_| CsrError::NotCsr)?
+    } else {
+        X509Req::from_der(bytes).map_err(|_| CsrError::NotCsr)?
+    };
+    let der = req
+        .to_der()
+        .map_err(|e| CsrError::Malformed(e.to_string()))?;
+    let key = req
+        .public_key()
+        .map_err(|e| CsrError::Malformed(format!("unreadable public key: {e}")))?;
+    let valid = req.verify(&key).unwrap_or(false);
+    Ok((der, key, valid))
 }
 
 /// Whether `value` is exactly one DER TLV (definite length, nothing after it).

@@ -424,8 +424,8 @@ mod tests {
         assert!(CrlValidity::days(0).is_err());
         assert!(CrlValidity::days(3651).is_err());
         assert_eq!(CrlValidity::days(7).unwrap(), CrlValidity::default());
-        assert!(CrlValidity::new(Duration::seconds(59)).is_err());
-        assert!(CrlValidity::new(Duration::minutes(2)).is_ok());
+        assert!(CrlValidity::new(Duration::seconds(9)).is_err());
+        assert!(CrlValidity::new(Duration::seconds(10)).is_ok());
     }
 
     #[test]

@@ -178,47 +178,13 @@ pub(super) fn build_signed_by(
     Ok(b.build())
 }
 
-/// Decodes a SubjectPublicKeyInfo into a key OpenSSL can put in a certificate.
-///
-/// EC and RSA keys are rebuilt from their raw components as "legacy" keys: OpenSSL 3.0 decodes
-/// and re-encodes provider keys through its slow decoder/encoder machinery (about 100 µs each,
-/// twice per certificate), legacy keys directly. Anything else goes through the general path.
+/// Decodes a SubjectPublicKeyInfo: directly for EC and RSA (see
+/// [`crate::key_type::public_key_from_spki`]), through OpenSSL's decoders otherwise.
 fn decode_public_key(spki_der: &[u8]) -> Result<PKey<Public>, SignerError> {
-    use openssl::bn::BigNum;
-    use openssl::ec::{EcGroup, EcKey, EcPoint};
-    use x509_parser::prelude::FromDer;
-    use x509_parser::public_key::PublicKey;
-    let parsed = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).ok();
-    if let Some((_, spki)) = &parsed {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok())
-            .map(|o| o.to_id_string());
-        match (spki.parsed(), curve.as_deref()) {
-            (Ok(PublicKey::EC(point)), Some(oid @ ("1.2.840.10045.3.1.7" | "1.3.132.0.34"))) => {
-                let nid = if oid == "1.3.132.0.34" {
-                    Nid::SECP384R1
-                } else {
-                    Nid::X9_62_PRIME256V1
-                };
-                let group = EcGroup::from_curve_name(nid)?;
-                let mut ctx = openssl::bn::BigNumContext::new()?;
-                let point = EcPoint::from_bytes(&group, point.data(), &mut ctx)?;
-                return Ok(PKey::from_ec_key(EcKey::from_public_key(&group, &point)?)?);
-            }
-            (Ok(PublicKey::RSA(rsa)), _) => {
-                let n = BigNum::from_slice(rsa.modulus)?;
-                let e = BigNum::from_slice(rsa.exponent)?;
-                return Ok(PKey::from_rsa(openssl::rsa::Rsa::from_public_components(
-                    n, e,
-                )?)?);
-            }
-            _ => {}
-        }
+    match crate::key_type::public_key_from_spki(spki_der) {
+        Some(key) => Ok(key),
+        None => Ok(PKey::public_key_from_der(spki_der)?),
     }
-    Ok(PKey::public_key_from_der(spki_der)?)
 }
 
 /// SHA-1 of the subjectPublicKey BIT STRING's bits (RFC 5280 §4.2.1.2, method 1).

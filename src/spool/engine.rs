@@ -337,15 +337,22 @@ impl Engine {
         // Phase 1: examine.
         let mut works: Vec<Work> = Vec::with_capacity(claimed.len());
         {
-            let ledger = self.ledger.lock().expect("ledger lock is never poisoned");
-            for (name, path) in &claimed {
+            let priors: Vec<examine::Prior> = {
+                let ledger = self.ledger.lock().expect("ledger lock is never poisoned");
+                claimed
+                    .iter()
+                    .map(|(name, _)| examine::Prior::of(&ledger, name))
+                    .collect()
+            };
+            // Parsing and verifying CSRs runs without the ledger's lock: workers in parallel.
+            for ((name, path), prior) in claimed.iter().zip(&priors) {
                 works.push(examine::examine(
                     &self.spool,
                     name,
                     path,
                     &policy,
                     &ctx,
-                    &ledger,
+                    prior,
                     op.clone(),
                 ));
             }

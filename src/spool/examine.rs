@@ -174,6 +174,29 @@ impl Work {
     }
 }
 
+/// What the ledger already holds about a request (looked up before examining, so that the
+/// expensive part of examining runs without the ledger's lock).
+#[derive(Debug, Default)]
+pub struct Prior {
+    /// Its `issued` entry.
+    pub issued: Option<Entry>,
+    /// Its last `denied` entry.
+    pub denied: Option<Entry>,
+}
+
+impl Prior {
+    /// Looks a file name's request up in the ledger.
+    pub fn of(ledger: &Ledger, name: &OsStr) -> Self {
+        let Name::Request(id, _) = classify(name) else {
+            return Self::default();
+        };
+        Self {
+            issued: ledger.issued_for(id.as_str()).ok().flatten(),
+            denied: ledger.denied_for(id.as_str()).ok().flatten(),
+        }
+    }
+}
+
 /// Examines one claimed file.
 pub fn examine(
     spool: &Spool,
@@ -181,7 +204,7 @@ pub fn examine(
     claimed: &Path,
     policy: &Policy,
     ctx: &policy::Context,
-    ledger: &Ledger,
+    prior: &Prior,
     op: Option<Operator>,
 ) -> Work {
     let started = Instant::now();
@@ -229,7 +252,7 @@ pub fn examine(
         let pending = matches!(&existing, Some(r) if r.status == Status::Pending);
         if existing.is_none() || pending {
             // A crash between the ledger and the status record: publish what the ledger holds.
-            if let Ok(Some(entry)) = ledger.issued_for(id.as_str()) {
+            if let Some(entry) = &prior.issued {
                 return w(&|claimed, name| Work::Republish {
                     id: id.clone(),
                     entry: Box::new(entry.clone()),
@@ -238,7 +261,7 @@ pub fn examine(
                     started,
                 });
             }
-            if let Ok(Some(entry)) = ledger.denied_for(id.as_str()) {
+            if let Some(entry) = &prior.denied {
                 return w(&|claimed, name| Work::Restore {
                     id: id.clone(),
                     entry: Box::new(entry.clone()),

@@ -372,11 +372,11 @@ fn apply(base: &Settings, f: &FileSettings, err: &ErrFn<'_>) -> Result<Settings,
             let u = v.get_ref();
             let ok = (u.starts_with("http://") || u.starts_with("https://"))
                 && u.len() <= 512
-                && u.bytes().all(|b| b.is_ascii_graphic());
+                && u.bytes().all(|b| b.is_ascii_graphic() && b != b',');
             if !ok {
                 return Err(err(
                     Some(v.span()),
-                    format!("{key} = {u:?} is not an http(s) URL"),
+                    format!("{key} = {u:?} is not an http(s) URL (printable ASCII, no commas)"),
                 ));
             }
             *slot = Some(u.clone());

@@ -995,3 +995,36 @@ fn generate_bench_ledger() {
     }
     eprintln!("ledger: {} lines, {i} certificates", ledger.line_count());
 }
+
+/// Issue 5 item 3: with URLs configured, certificates carry a CRL distribution point and AIA
+/// caIssuers (and nothing else changes); a URL with a comma is refused at load.
+#[test]
+fn configured_urls_put_crl_distribution_point_and_ca_issuers_in_leaves() {
+    let env = TestEnv::with_policy(&policy_text(
+        "crl_url = \"http://ca.example.internal/api/v1/crl\"\n\
+         ca_issuers_url = \"http://ca.example.internal/api/v1/ca.crt\"",
+        "",
+        "",
+    ));
+    issue(&env, &["urls"]);
+    let text = x509_text(&env.spool.join("issued/urls.crt"));
+    assert!(text.contains("X509v3 CRL Distribution Points"), "{text}");
+    assert!(
+        text.contains("URI:http://ca.example.internal/api/v1/crl"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CA Issuers - URI:http://ca.example.internal/api/v1/ca.crt"),
+        "{text}"
+    );
+
+    let bad = policy_text(
+        "crl_url = \"http://a.example/crl,URI:http://b.example/\"",
+        "",
+        "",
+    );
+    fs::write(&env.policy, bad).unwrap();
+    env.run(&["policy", "check", "/dev/null"])
+        .code_is(2)
+        .stderr_has("no commas");
+}

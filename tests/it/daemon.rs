@@ -466,3 +466,88 @@ fn issue_5_daemon_resigns_the_crl_before_it_lapses() {
     signal(&daemon, nix::sys::signal::Signal::SIGTERM);
     assert!(wait_exit(&mut daemon, Duration::from_secs(20)).success());
 }
+
+/// Issue 3, bad input: the spool's disk full. Nothing half-written is published, the request
+/// stays queued, the daemon says why, and it finishes the request — without signing it again —
+/// once there is room. Needs `mount -t tmpfs` (root); skipped with a message otherwise.
+#[test]
+fn issue_3_disk_full_publishes_nothing_half_written_and_recovers() {
+    let env = Env::new(POLICY);
+    let spool = env.path("spool");
+    std::fs::remove_dir_all(&spool).unwrap();
+    std::fs::create_dir_all(&spool).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&spool)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    }
+    let unmount = Unmount(spool.clone());
+    for d in [
+        "incoming",
+        "processing",
+        "held",
+        "issued",
+        "status",
+        "archive",
+        "rejected",
+        "published",
+    ] {
+        std::fs::create_dir_all(spool.join(d)).unwrap();
+    }
+    let mut daemon = env.start(&[]);
+    env.wait_for("the daemon to start", Duration::from_secs(20), || {
+        env.log().contains("daemon ready")
+    });
+    // The request is written while there is room, then the disk is filled, then it is renamed in.
+    std::fs::write(spool.join(".full.tmp"), csr("10.3.3.3")).unwrap();
+    let mut filler = std::fs::File::create(spool.join("filler")).unwrap();
+    while filler.write_all(&[0u8; 4096]).is_ok() {}
+    drop(filler);
+    std::fs::rename(spool.join(".full.tmp"), spool.join("incoming/full.csr")).unwrap();
+    env.wait_for("the failure to be logged", Duration::from_secs(20), || {
+        env.log().contains("No space left")
+    });
+    assert!(
+        !spool.join("status/full.json").exists(),
+        "a status was published on a full disk"
+    );
+    assert!(
+        !spool.join("issued/full.crt").exists(),
+        "a certificate was published on a full disk"
+    );
+    assert!(
+        std::fs::read_dir(spool.join("status"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "a temp file was left in status/"
+    );
+    std::fs::remove_file(spool.join("filler")).unwrap();
+    env.wait_for(
+        "the request after the disk has room",
+        Duration::from_secs(30),
+        || spool.join("status/full.json").exists(),
+    );
+    assert_eq!(env.status("full")["status"], "approved");
+    let issued = ledger_lines(&env)
+        .iter()
+        .filter(|l| l["kind"] == "issued" && l["request_id"] == "full")
+        .count();
+    assert_eq!(issued, 1, "signed more than once");
+    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_exit(&mut daemon, Duration::from_secs(20)).success());
+    drop(unmount);
+}
+
+/// Unmounts the test's tmpfs even when an assertion fails.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

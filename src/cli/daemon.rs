@@ -32,10 +32,6 @@ pub struct Args {
 /// Runs `daemon`.
 pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
     let signals = daemon::Signals::register()?;
-    // No core dumps of a process that holds the CA key.
-    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-        tracing::warn!(error = %e, "cannot disable core dumps");
-    }
     std::fs::create_dir_all(&settings.spool).map_err(|e| {
         Fail::runtime(format!(
             "cannot create the spool {}: {e}",

@@ -315,6 +315,10 @@ pub fn load(
         fsx::check_private_mode(&state.dir, false)
             .map_err(|e| SignerError::Permissions(e.to_string()))?;
     }
+    // A process that holds the CA key leaves no core dump (and no ptrace by other users).
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot disable core dumps");
+    }
     let key = key::load(&state.ca_key(), pass, allow_loose)?;
     if !cert.public_key()?.public_eq(&key) {
         return Err(SignerError::Import(format!(
@@ -584,5 +588,17 @@ fn io(path: &Path, source: std::io::Error) -> SignerError {
     SignerError::Io {
         path: path.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loading the CA key makes the process undumpable (issue 6: no key in a core dump).
+    #[test]
+    fn loading_the_key_disables_core_dumps() {
+        let (_dir, _ca) = crate::testkit::test_ca(&["10.0.0.0/8"]);
+        assert!(!nix::sys::prctl::get_dumpable().unwrap());
     }
 }

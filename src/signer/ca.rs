@@ -593,8 +593,6 @@ fn io(path: &Path, source: std::io::Error) -> SignerError {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     /// Loading the CA key makes the process undumpable (issue 6: no key in a core dump).
     #[test]
     fn loading_the_key_disables_core_dumps() {

@@ -131,8 +131,12 @@ impl Settings {
 fn load_config(path: &Path) -> anyhow::Result<ConfigFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text)
-        .map_err(|e| Fail::usage(format!("{}: {}", path.display(), e.to_string().trim())))
+    toml::from_str(&text).map_err(|e: toml::de::Error| {
+        let line = e.span().map_or(0, |r| {
+            text[..r.start.min(text.len())].matches('\n').count() + 1
+        });
+        Fail::usage(format!("{}:{line}: {}", path.display(), e.message().trim()))
+    })
 }
 
 /// Set by systemd for `LoadCredential=`; `ca-passphrase` inside it is the CA key's passphrase.

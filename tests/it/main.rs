@@ -5,6 +5,7 @@
 
 mod adversarial;
 mod client;
+mod config;
 mod daemon;
 mod e2e;
 mod init;

@@ -4,13 +4,12 @@
 
 use std::io::Write;
 
-use crate::cli::operator::passphrase_source;
+use crate::cli::operator::{existing_state, load_signing_ca};
 use crate::cli::Settings;
 use crate::error::{ExitStatus, Fail};
 use crate::ledger::Ledger;
 use crate::lifecycle::crl::{self, CrlValidity, Signed, DEFAULT_DAYS, MAX_DAYS};
 use crate::request::rfc3339;
-use crate::signer::ca::{self, StatePaths};
 use crate::spool::Spool;
 
 /// Flags of `crl`.
@@ -37,19 +36,8 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
         None => CrlValidity::days(args.days.unwrap_or(u64::from(DEFAULT_DAYS)))
             .map_err(|e| Fail::usage(e.to_string()))?,
     };
-    let state = StatePaths::new(&settings.state);
-    if !state.exists() {
-        return Err(Fail::runtime(format!(
-            "no CA in {}: create one with `smsgate-ca init --state {}`",
-            settings.state.display(),
-            settings.state.display()
-        )));
-    }
-    let ca = ca::load(
-        &state,
-        &passphrase_source(settings),
-        settings.allow_loose_permissions,
-    )?;
+    let state = existing_state(settings)?;
+    let ca = load_signing_ca(settings, &state)?;
     let mut ledger = Ledger::open(&state.ledger())?;
     let spool = Spool::new(&settings.spool);
     let signed =

@@ -79,6 +79,28 @@ pub fn load_ca(settings: &Settings, policy: &Policy, dev: bool) -> anyhow::Resul
     Ok(ca)
 }
 
+/// The state directory of an existing CA, or a runtime error saying how to create one.
+pub fn existing_state(settings: &Settings) -> anyhow::Result<StatePaths> {
+    let state = StatePaths::new(&settings.state);
+    if !state.exists() {
+        return Err(Fail::runtime(format!(
+            "no CA in {}: create one with `smsgate-ca init --state {}`",
+            settings.state.display(),
+            settings.state.display()
+        )));
+    }
+    Ok(state)
+}
+
+/// Loads the CA with its key from the passphrase sources of [`passphrase_source`].
+pub fn load_signing_ca(settings: &Settings, state: &StatePaths) -> anyhow::Result<Ca> {
+    Ok(ca::load(
+        state,
+        &passphrase_source(settings),
+        settings.allow_loose_permissions,
+    )?)
+}
+
 /// Opens the signer side: spool (created), policy, CA, ledger.
 pub fn open_engine(settings: &Settings, dev: bool) -> anyhow::Result<Engine> {
     let policy = load_policy(settings)?;

@@ -4,14 +4,13 @@
 
 use std::io::Write;
 
-use crate::cli::operator::passphrase_source;
+use crate::cli::operator::{existing_state, load_signing_ca};
 use crate::cli::Settings;
 use crate::error::{ExitStatus, Fail};
 use crate::ledger::Ledger;
 use crate::lifecycle::crl::{self, CrlValidity};
 use crate::lifecycle::revocation::{self, Target};
 use crate::lifecycle::LifecycleError;
-use crate::signer::ca::{self, StatePaths};
 use crate::spool::Spool;
 
 /// Flags of `revoke`.
@@ -48,23 +47,12 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
         .map(CrlValidity::days)
         .transpose()
         .map_err(usage)?;
-    let state = StatePaths::new(&settings.state);
-    if !state.exists() {
-        return Err(Fail::runtime(format!(
-            "no CA in {}: create one with `smsgate-ca init --state {}`",
-            settings.state.display(),
-            settings.state.display()
-        )));
-    }
+    let state = existing_state(settings)?;
     // The key first: a wrong passphrase must not leave a revocation without its CRL.
     let ca = if args.no_crl {
         None
     } else {
-        Some(ca::load(
-            &state,
-            &passphrase_source(settings),
-            settings.allow_loose_permissions,
-        )?)
+        Some(load_signing_ca(settings, &state)?)
     };
     let mut ledger = Ledger::open(&state.ledger())?;
     let revoked = revocation::revoke(&mut ledger, &target, reason, None).map_err(lifecycle)?;

@@ -8,6 +8,14 @@ use std::time::Duration;
 pub struct BadDuration(pub String);
 
 /// Parses a number followed by `s`, `m`, `min`, `h` or `d` (a bare number is seconds).
+///
+/// ```
+/// use std::time::Duration;
+/// use smsgate_ca::duration::parse;
+///
+/// assert_eq!(parse("30d").unwrap(), Duration::from_secs(30 * 86_400));
+/// assert!(parse("1.5h").is_err());
+/// ```
 pub fn parse(s: &str) -> Result<Duration, BadDuration> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());

@@ -477,7 +477,7 @@ impl Engine {
             }
         }
         // Phase 5: publish.
-        let results = publish::publish(&self.spool, &self.ca, works, &self.ledger);
+        let results = publish::publish(&self.spool, &self.ca, works);
         match results {
             Ok(pubs) => {
                 for p in pubs {

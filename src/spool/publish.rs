@@ -8,12 +8,11 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use super::examine::Work;
 use super::layout::Spool;
 use crate::fsx;
-use crate::ledger::{Event, Ledger};
+use crate::ledger::Event;
 use crate::request::{rfc3339, RequestId, Status, StatusRecord};
 use crate::signer::ca::Ca;
 
@@ -88,12 +87,7 @@ struct Plan {
 }
 
 /// Publishes a batch's outcomes.
-pub fn publish(
-    spool: &Spool,
-    ca: &Ca,
-    works: Vec<Work>,
-    _ledger: &Mutex<Ledger>,
-) -> io::Result<Vec<Publication>> {
+pub fn publish(spool: &Spool, ca: &Ca, works: Vec<Work>) -> io::Result<Vec<Publication>> {
     let mut plan = Plan::default();
     let mut out = Vec::with_capacity(works.len());
     let chain_pem: String = ca

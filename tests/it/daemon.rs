@@ -59,6 +59,15 @@ impl Env {
             .unwrap()
     }
 
+    /// Starts the daemon and waits until it is ready.
+    fn start_ready(&self) -> Child {
+        let daemon = self.start(&[]);
+        self.wait_for("the daemon to start", Duration::from_secs(20), || {
+            self.log().contains("daemon ready")
+        });
+        daemon
+    }
+
     /// Drops a CSR into incoming/ the way producers should: temp name, then rename.
     fn drop_csr(&self, id: &str, pem: &[u8]) {
         let tmp = self.path(&format!("spool/incoming/.{id}.tmp"));
@@ -115,6 +124,12 @@ fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
 }
 
+/// SIGTERM, then a clean exit 0 within 20 s.
+fn stop(daemon: &mut Child) {
+    signal(daemon, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_exit(daemon, Duration::from_secs(20)).success());
+}
+
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
@@ -156,10 +171,7 @@ fn issue_3_sigkill_twice_mid_batch_finishes_everything_exactly_once() {
             }
         })
         .collect();
-    let mut daemon = env.start(&[]);
-    env.wait_for("the daemon to start", Duration::from_secs(20), || {
-        env.log().contains("daemon ready")
-    });
+    let mut daemon = env.start_ready();
     for (id, pem) in ids.iter().zip(&pems) {
         env.drop_csr(id, pem);
     }
@@ -238,10 +250,7 @@ fn issue_3_sigkill_twice_mid_batch_finishes_everything_exactly_once() {
 #[test]
 fn issue_3_second_daemon_and_process_are_refused_while_one_runs() {
     let env = Env::new(POLICY);
-    let mut daemon = env.start(&[]);
-    env.wait_for("the daemon to start", Duration::from_secs(20), || {
-        env.log().contains("daemon ready")
-    });
+    let mut daemon = env.start_ready();
     for args in [&["daemon"][..], &["process"][..]] {
         let out = env.cmd(args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");
@@ -251,18 +260,14 @@ fn issue_3_second_daemon_and_process_are_refused_while_one_runs() {
             "{err}"
         );
     }
-    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
-    assert!(wait_exit(&mut daemon, Duration::from_secs(20)).success());
+    stop(&mut daemon);
 }
 
 /// Issue 3 item 5: SIGHUP reloads the policy; an invalid file keeps the old one and says why.
 #[test]
 fn issue_3_sighup_reloads_policy_and_keeps_old_one_when_invalid() {
     let env = Env::new(POLICY);
-    let mut daemon = env.start(&[]);
-    env.wait_for("the daemon to start", Duration::from_secs(20), || {
-        env.log().contains("daemon ready")
-    });
+    let mut daemon = env.start_ready();
     env.drop_csr("before", &csr("10.1.2.3"));
     env.wait_for("before", Duration::from_secs(20), || {
         env.path("spool/status/before.json").exists()
@@ -303,8 +308,7 @@ fn issue_3_sighup_reloads_policy_and_keeps_old_one_when_invalid() {
         "ip_denied",
         "the old (last good) policy still applies"
     );
-    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
-    assert!(wait_exit(&mut daemon, Duration::from_secs(20)).success());
+    stop(&mut daemon);
 }
 
 /// Issue 3 item 5: READY=1 after start-up, WATCHDOG=1, STATUS= with counts, RELOADING=1 on
@@ -355,10 +359,7 @@ fn issue_3_sd_notify_protocol() {
 #[test]
 fn issue_3_file_written_slowly_in_place_is_taken_when_closed() {
     let env = Env::new(POLICY);
-    let mut daemon = env.start(&[]);
-    env.wait_for("the daemon to start", Duration::from_secs(20), || {
-        env.log().contains("daemon ready")
-    });
+    let mut daemon = env.start_ready();
     let pem = csr("10.7.7.7");
     let mut f = std::fs::File::create(env.path("spool/incoming/slow.csr")).unwrap();
     f.write_all(&pem[..pem.len() / 2]).unwrap();
@@ -374,18 +375,14 @@ fn issue_3_file_written_slowly_in_place_is_taken_when_closed() {
         env.path("spool/status/slow.json").exists()
     });
     assert_eq!(env.status("slow")["status"], "approved");
-    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
-    assert!(wait_exit(&mut daemon, Duration::from_secs(20)).success());
+    stop(&mut daemon);
 }
 
 /// The spool's incoming/ removed under the daemon: an error, then recovery when it is back.
 #[test]
 fn issue_3_incoming_removed_under_the_daemon_recovers() {
     let env = Env::new(POLICY);
-    let mut daemon = env.start(&[]);
-    env.wait_for("the daemon to start", Duration::from_secs(20), || {
-        env.log().contains("daemon ready")
-    });
+    let mut daemon = env.start_ready();
     std::fs::remove_dir_all(env.path("spool/incoming")).unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     std::fs::create_dir_all(env.path("spool/incoming")).unwrap();
@@ -394,8 +391,7 @@ fn issue_3_incoming_removed_under_the_daemon_recovers() {
         env.path("spool/status/back.json").exists()
     });
     assert_eq!(env.status("back")["status"], "approved");
-    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
-    assert!(wait_exit(&mut daemon, Duration::from_secs(20)).success());
+    stop(&mut daemon);
 }
 
 const POLICY: &str = r#"version = 1
@@ -463,8 +459,7 @@ fn issue_5_daemon_resigns_the_crl_before_it_lapses() {
         })
         .collect();
     assert_eq!((times[1] - times[0]).num_seconds(), 12, "{text}");
-    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
-    assert!(wait_exit(&mut daemon, Duration::from_secs(20)).success());
+    stop(&mut daemon);
 }
 
 /// Issue 3, bad input: the spool's disk full. Nothing half-written is published, the request
@@ -498,10 +493,7 @@ fn issue_3_disk_full_publishes_nothing_half_written_and_recovers() {
     ] {
         std::fs::create_dir_all(spool.join(d)).unwrap();
     }
-    let mut daemon = env.start(&[]);
-    env.wait_for("the daemon to start", Duration::from_secs(20), || {
-        env.log().contains("daemon ready")
-    });
+    let mut daemon = env.start_ready();
     // The request is written while there is room, then the disk is filled, then it is renamed in.
     std::fs::write(spool.join(".full.tmp"), csr("10.3.3.3")).unwrap();
     let mut filler = std::fs::File::create(spool.join("filler")).unwrap();
@@ -538,8 +530,7 @@ fn issue_3_disk_full_publishes_nothing_half_written_and_recovers() {
         .filter(|l| l["kind"] == "issued" && l["request_id"] == "full")
         .count();
     assert_eq!(issued, 1, "signed more than once");
-    signal(&daemon, nix::sys::signal::Signal::SIGTERM);
-    assert!(wait_exit(&mut daemon, Duration::from_secs(20)).success());
+    stop(&mut daemon);
     drop(unmount);
 }
 

@@ -144,7 +144,7 @@ pub fn run(
                 watch = start_watch(&engine, &tx);
             }
             rescan_soon = false;
-            if engine.recover().is_ok() && rescan(&engine, &queue, true, &mut rescan_soon) {
+            if engine.retry_stranded().is_ok() && rescan(&engine, &queue, true, &mut rescan_soon) {
                 backoff = Duration::from_secs(1);
             } else {
                 // The spool is gone or unreadable: watch it afresh once it is back.

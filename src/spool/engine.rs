@@ -50,6 +50,8 @@ pub struct Engine {
     ca: Ca,
     ledger: Mutex<Ledger>,
     in_flight: Mutex<HashSet<RequestId>>,
+    /// Files a failed publish left in `processing/`, retried by [`Engine::retry_stranded`].
+    stranded: Mutex<Vec<OsString>>,
     revocations: Option<RevocationHandler>,
     /// Decision counters since start.
     pub counters: Counters,
@@ -94,6 +96,7 @@ impl Engine {
             ca,
             ledger: Mutex::new(ledger),
             in_flight: Mutex::new(HashSet::new()),
+            stranded: Mutex::new(Vec::new()),
             counters: Counters::default(),
             revocations: None,
         }
@@ -147,9 +150,9 @@ impl Engine {
         scan_filtered(&self.spool.incoming(), Some(quiet))
     }
 
-    /// Finishes what a crash left in `processing/`: each file is completed from its status
-    /// record or the ledger, or processed afresh if it was never signed. Stale temp files are
-    /// removed everywhere.
+    /// At start, before any worker runs: finishes what a crash left in `processing/` — each
+    /// file is completed from its status record or the ledger, or processed afresh if it was
+    /// never signed — and removes stale temp files everywhere.
     pub fn recover(&self) -> Result<usize, BatchError> {
         // Not incoming/: producers' temp files there belong to them.
         for dir in [
@@ -169,19 +172,43 @@ impl Engine {
                 self.spool.processing().display()
             ))
         })?;
-        let mut done = 0;
-        for chunk in names.chunks(BATCH) {
-            let claimed: Vec<(OsString, PathBuf)> = chunk
-                .iter()
-                .map(|n| (n.clone(), self.spool.processing().join(n)))
-                .collect();
-            done += self.run_claimed(claimed, None)?.handled;
-        }
+        let done = self.finish_in_processing(names)?;
         if done > 0 {
             tracing::info!(
                 files = done,
                 "finished requests interrupted by a previous stop"
             );
+        }
+        Ok(done)
+    }
+
+    /// While running: retries only the files this process's own failed batches left in
+    /// `processing/`. Never the whole directory: a worker, or an operator's `approve`, may be
+    /// handling the other files in it at this moment.
+    pub fn retry_stranded(&self) -> Result<usize, BatchError> {
+        let names = std::mem::take(&mut *self.stranded.lock().expect("never poisoned"));
+        self.finish_in_processing(names)
+    }
+
+    /// Runs files already in `processing/` through the batch phases, each id claimed in
+    /// flight first (an id another worker holds is left for later).
+    fn finish_in_processing(&self, names: Vec<OsString>) -> Result<usize, BatchError> {
+        let mut done = 0;
+        for chunk in names.chunks(BATCH) {
+            let mut claimed = Vec::new();
+            for name in chunk {
+                if let Name::Request(id, _) | Name::Revocation(id) = classify(name) {
+                    if !self.in_flight.lock().expect("never poisoned").insert(id) {
+                        self.stranded
+                            .lock()
+                            .expect("never poisoned")
+                            .push(name.clone());
+                        continue;
+                    }
+                }
+                claimed.push((name.clone(), self.spool.processing().join(name)));
+            }
+            done += self.run_claimed(claimed, None)?.handled;
         }
         Ok(done)
     }
@@ -488,6 +515,10 @@ impl Engine {
             }
             Err(e) => {
                 let msg = format!("cannot publish results, requests stay queued and will be finished from the ledger: {e}");
+                self.stranded
+                    .lock()
+                    .expect("never poisoned")
+                    .extend(claimed.iter().map(|(name, _)| name.clone()));
                 self.release_all(&claimed);
                 return Err(BatchError(msg));
             }

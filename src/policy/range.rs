@@ -64,12 +64,15 @@ impl RangeSet {
 
 /// Address space that is never globally routable and that a profile may allow: RFC 1918,
 /// CGNAT (RFC 6598), link-local, loopback, IPv6 ULA (RFC 4193), IPv6 link-local and loopback.
-pub fn non_global() -> RangeSet {
-    let nets: Vec<IpNet> = NON_GLOBAL
-        .iter()
-        .map(|s| s.parse().expect("NON_GLOBAL holds valid CIDR literals"))
-        .collect();
-    RangeSet::new(&nets)
+pub fn non_global() -> &'static RangeSet {
+    static SET: std::sync::OnceLock<RangeSet> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        let nets: Vec<IpNet> = NON_GLOBAL
+            .iter()
+            .map(|s| s.parse().expect("NON_GLOBAL holds valid CIDR literals"))
+            .collect();
+        RangeSet::new(&nets)
+    })
 }
 
 /// Whether an address is publicly routable (outside [`non_global`]).

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::util::smsgate_docs_config;
+
 const BIN: &str = env!("CARGO_BIN_EXE_smsgate-ca");
 
 /// The three processes and their directories.
@@ -236,24 +238,12 @@ fn tls_handshake(stack: &Stack, leaf_and_chain: &Path, key: &Path, ip: &str) {
 #[test]
 fn issue_4_smsgate_docs_manual_workflow_end_to_end() {
     let stack = Stack::start();
+    std::fs::write(
+        stack.path("server.cnf"),
+        smsgate_docs_config("192.168.1.10"),
+    )
+    .unwrap();
     stack.sh("openssl genrsa -out server.key 2048 2>/dev/null
-cat > server.cnf <<'CNF'
-[req]
-distinguished_name = req_distinguished_name
-x509_extensions = v3_req
-prompt = no
-
-[req_distinguished_name]
-CN = 192.168.1.10
-
-[v3_req]
-keyUsage = nonRepudiation, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = @alt_names
-
-[alt_names]
-IP.0 = 192.168.1.10
-CNF
 openssl req -new -key server.key -out server.csr -extensions v3_req -config ./server.cnf");
     // What OpenSSL 3 really puts in that CSR: the CN only, no SAN (DESIGN §3).
     let text = stack.sh("openssl req -in server.csr -noout -text");

@@ -190,29 +190,7 @@ impl Ledger {
 
     /// Reads and parses the line at a byte offset (from the index).
     pub fn read_at(&self, offset: u64) -> Result<Entry, LedgerError> {
-        let mut buf = Vec::with_capacity(4096);
-        let mut chunk = [0u8; 4096];
-        let mut pos = offset;
-        loop {
-            let n = self
-                .file
-                .read_at(&mut chunk, pos)
-                .map_err(|source| LedgerError::Io {
-                    path: self.path.clone(),
-                    source,
-                })?;
-            if n == 0 {
-                break;
-            }
-            if let Some(nl) = chunk[..n].iter().position(|b| *b == b'\n') {
-                buf.extend_from_slice(&chunk[..nl]);
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            pos += n as u64;
-        }
-        let text = String::from_utf8(buf).map_err(|_| self.corrupt(0, "not UTF-8".into()))?;
-        entry::parse(&text).map_err(|e| self.corrupt(0, format!("at byte {offset}: {e}")))
+        entry_at(&self.file, &self.path, offset)
     }
 
     /// The `issued` entry of a request, if one was recorded.
@@ -401,6 +379,46 @@ impl Index {
             Event::Crl { .. } | Event::Checkpoint { .. } => {}
         }
     }
+}
+
+/// Reads and parses the line at a byte offset of a ledger file without opening (and reading)
+/// the whole ledger: what `show` needs with an offset from its index.
+pub fn read_entry_at(path: &Path, offset: u64) -> Result<Entry, LedgerError> {
+    let file = File::open(path).map_err(|source| LedgerError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    entry_at(&file, path, offset)
+}
+
+fn entry_at(file: &File, path: &Path, offset: u64) -> Result<Entry, LedgerError> {
+    let corrupt = |message: String| LedgerError::Corrupt {
+        path: path.to_owned(),
+        line: 0,
+        message,
+    };
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let mut pos = offset;
+    loop {
+        let n = file
+            .read_at(&mut chunk, pos)
+            .map_err(|source| LedgerError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        if n == 0 {
+            return Err(corrupt(format!("no complete line at byte {offset}")));
+        }
+        if let Some(nl) = chunk[..n].iter().position(|b| *b == b'\n') {
+            buf.extend_from_slice(&chunk[..nl]);
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        pos += n as u64;
+    }
+    let text = String::from_utf8(buf).map_err(|_| corrupt("not UTF-8".into()))?;
+    entry::parse(&text).map_err(|e| corrupt(format!("at byte {offset}: {e}")))
 }
 
 /// Signs bytes with a CA key (ECDSA or RSA, SHA-256), DER signature.

@@ -516,23 +516,7 @@ impl Filter {
 
 /// Reads the ledger line at `offset` (a [`Certificate::offset`]), checking its hash.
 pub fn read_entry(ledger: &Path, offset: u64) -> Result<Entry, LifecycleError> {
-    let file = File::open(ledger).map_err(|e| ledger_io(ledger, e))?;
-    let mut f = &file;
-    f.seek(SeekFrom::Start(offset))
-        .map_err(|e| ledger_io(ledger, e))?;
-    let mut buf = Vec::new();
-    BufReader::new(f)
-        .read_until(b'\n', &mut buf)
-        .map_err(|e| ledger_io(ledger, e))?;
-    if buf.pop() != Some(b'\n') {
-        return Err(corrupt(
-            ledger,
-            0,
-            &format!("no complete line at byte {offset}"),
-        ));
-    }
-    let line = std::str::from_utf8(&buf).map_err(|_| corrupt(ledger, 0, "not UTF-8"))?;
-    entry::parse(line).map_err(|e| corrupt(ledger, 0, &format!("at byte {offset}: {e}")))
+    Ok(crate::ledger::read_entry_at(ledger, offset)?)
 }
 
 /// RFC 3339 text of Unix seconds.

@@ -72,6 +72,8 @@ pub struct CaFacts {
     pub permitted: Option<Vec<IpNet>>,
     /// The signature digest for the CA key.
     pub digest: MessageDigest,
+    /// The certificates sent after each leaf, as PEM (may be empty).
+    pub chain_pem: String,
 }
 
 impl std::fmt::Debug for CaFacts {
@@ -84,8 +86,13 @@ impl std::fmt::Debug for CaFacts {
 
 impl CaFacts {
     /// Computes the facts of a CA certificate and key.
-    pub fn of(cert: &X509Ref, key: &PKeyRef<Private>) -> Result<Self, SignerError> {
+    pub fn of(cert: &X509Ref, key: &PKeyRef<Private>, chain: &[X509]) -> Result<Self, SignerError> {
+        let mut chain_pem = String::new();
+        for c in chain {
+            chain_pem.push_str(std::str::from_utf8(&c.to_pem()?).expect("PEM is ASCII"));
+        }
         Ok(Self {
+            chain_pem,
             subject_der: cert.subject_name().to_der()?,
             ski: cert.subject_key_id().map(|s| s.as_slice().to_vec()),
             permitted: permitted_ip_subtrees(cert),
@@ -330,7 +337,7 @@ pub fn load(
     let lint_key = KeyType::of(&key)
         .ok_or_else(|| SignerError::Import("the CA key type is not supported".into()))?
         .generate()?;
-    let facts = CaFacts::of(&cert, &key)?;
+    let facts = CaFacts::of(&cert, &key, &chain)?;
     Ok(Ca {
         cert,
         key,

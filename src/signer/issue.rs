@@ -49,10 +49,18 @@ pub struct Prepared {
 pub struct Issued {
     /// The leaf.
     pub cert: X509,
+    /// The leaf as PEM (what the ledger records).
+    pub leaf_pem: String,
     /// Leaf PEM followed by the chain PEM (what `issued/<id>.crt` holds).
     pub chain_pem: String,
     /// Colon-separated SHA-256 fingerprint.
     pub fingerprint: String,
+    /// The serial.
+    pub serial: Serial,
+    /// notBefore (the lint checked the certificate holds exactly this).
+    pub not_before: DateTime<Utc>,
+    /// notAfter.
+    pub not_after: DateTime<Utc>,
 }
 
 /// Fixes serial and validity for a plan and checks it against the CA's name constraints.
@@ -93,15 +101,17 @@ pub fn issue(ca: &Ca, prepared: Prepared) -> Result<Issued, SignerError> {
     super::lint::precheck(ca, &prepared, &ca.lint_key)?;
     let cert = build(ca, &prepared)?;
     super::lint::check_issued(&cert, ca, &prepared)?;
-    let mut chain_pem = String::from_utf8(cert.to_pem()?).expect("PEM is ASCII");
-    for c in &ca.chain {
-        chain_pem.push_str(std::str::from_utf8(&c.to_pem()?).expect("PEM is ASCII"));
-    }
+    let leaf_pem = String::from_utf8(cert.to_pem()?).expect("PEM is ASCII");
+    let chain_pem = format!("{leaf_pem}{}", ca.facts.chain_pem);
     let fingerprint = ca::fingerprint(&cert)?;
     Ok(Issued {
         cert,
+        leaf_pem,
         chain_pem,
         fingerprint,
+        serial: prepared.serial,
+        not_before: prepared.not_before,
+        not_after: prepared.not_after,
     })
 }
 

@@ -464,19 +464,15 @@ impl Engine {
                 .and_then(|p| issue::issue(&self.ca, p));
             match result {
                 Ok(issued) => {
-                    let nb = crate::signer::ca::asn1_to_utc(issued.cert.not_before());
-                    let na = crate::signer::ca::asn1_to_utc(issued.cert.not_after());
-                    let leaf = String::from_utf8(issued.cert.to_pem().unwrap_or_default())
-                        .unwrap_or_default();
                     issued_events.push(Event::Issued {
                         request_id: id.to_string(),
                         serial: serial.to_hex(),
                         kind: kind.clone(),
                         ip: plan.ip.to_string(),
-                        not_before: crate::request::rfc3339(nb),
-                        not_after: crate::request::rfc3339(na),
+                        not_before: crate::request::rfc3339(issued.not_before),
+                        not_after: crate::request::rfc3339(issued.not_after),
                         fingerprint_sha256: issued.fingerprint.clone(),
-                        certificate: leaf,
+                        certificate: issued.leaf_pem.clone(),
                     });
                     *w = Work::Signed {
                         id: id.clone(),

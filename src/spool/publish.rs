@@ -90,16 +90,11 @@ struct Plan {
 pub fn publish(spool: &Spool, ca: &Ca, works: Vec<Work>) -> io::Result<Vec<Publication>> {
     let mut plan = Plan::default();
     let mut out = Vec::with_capacity(works.len());
-    let chain_pem: String = ca
-        .chain
-        .iter()
-        .filter_map(|c| c.to_pem().ok())
-        .map(|p| String::from_utf8(p).unwrap_or_default())
-        .collect();
+    let chain_pem = &ca.facts.chain_pem;
     let result = (|| {
         for w in works {
             let started = w.started();
-            let p = stage(spool, w, &chain_pem, &mut plan)?;
+            let p = stage(spool, w, chain_pem, &mut plan)?;
             log(&p, started);
             out.push(p);
         }
@@ -130,17 +125,8 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             name,
             ..
         } => {
-            let nb = crate::signer::ca::asn1_to_utc(issued.cert.not_before());
-            let na = crate::signer::ca::asn1_to_utc(issued.cert.not_after());
-            let serial = crate::fsx::hex::encode(
-                issued
-                    .cert
-                    .serial_number()
-                    .to_bn()
-                    .map_err(io::Error::other)?
-                    .to_vec_padded(16)
-                    .map_err(io::Error::other)?,
-            );
+            let (nb, na) = (issued.not_before, issued.not_after);
+            let serial = issued.serial.to_hex();
             let record = StatusRecord {
                 request_id: id.clone(),
                 kind,

@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod logging;
 pub mod policy;
+pub mod proof;
 pub mod request;
 pub mod signer;
 pub mod spool;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod adversarial;
+mod browser;
 mod client;
 mod config;
 mod daemon;
@@ -17,3 +18,4 @@ mod serve;
 mod sync;
 mod systemd;
 mod util;
+mod webdriver;

@@ -612,7 +612,7 @@ async fn webhook_end_to_end(ctx: &Ctx) {
         "{status}"
     );
     let (cert, key) = shown(ctx).await;
-    let checked = check_issued(ctx, "webhook", &cert, &key, "192.168.1.10").await;
+    let checked = check_shown(ctx, "webhook", &cert, &key, "192.168.1.10").await;
     assert_eq!(checked.serial_prefix, "01");
 
     // The download buttons save exactly what is shown.
@@ -634,7 +634,7 @@ async fn webhook_end_to_end(ctx: &Ctx) {
         );
     }
     only_own_resources(ctx).await;
-    screenshot(ctx, "page-approved.png").await;
+    screenshot(ctx, "page-approved.png", 760).await;
 }
 
 /// Keyboard alone: Tab to the field, type, Tab to the type and pick `private_server` with an
@@ -673,7 +673,7 @@ async fn private_server_by_keyboard_alone(ctx: &Ctx) {
         "the result takes the focus"
     );
     let (cert, key) = shown(ctx).await;
-    let checked = check_issued(ctx, "private_server", &cert, &key, "10.20.30.40").await;
+    let checked = check_shown(ctx, "private_server", &cert, &key, "10.20.30.40").await;
     assert_eq!(checked.serial_prefix, "02", "private_server serial prefix");
 
     let _ = std::fs::remove_file(b.downloads().join("server.key"));
@@ -750,9 +750,9 @@ async fn reload_while_waiting_resumes_on_a_phone_screen(ctx: &Ctx) {
         shown_key, key,
         "the key kept across the reload is the one shown"
     );
-    check_issued(ctx, "webhook", &cert, &key, "192.168.7.7").await;
+    check_shown(ctx, "webhook", &cert, &key, "192.168.7.7").await;
     no_horizontal_scroll(b).await;
-    screenshot(ctx, "page-phone.png").await;
+    screenshot(ctx, "page-phone.png", 0).await;
 
     b.client.refresh().await.unwrap();
     b.wait_status(&["approved"], DECIDED_WITHIN).await;
@@ -910,9 +910,9 @@ async fn private_keys_are_nowhere_on_the_server_side(ctx: &Ctx) {
 // Helpers
 
 /// What `check_issued` found.
-struct Issued {
+pub(super) struct Issued {
     /// The first byte of the serial, two hex digits.
-    serial_prefix: String,
+    pub(super) serial_prefix: String,
 }
 
 /// The certificate and key the page shows (the key is remembered for the final search).
@@ -925,12 +925,34 @@ async fn shown(ctx: &Ctx) -> (String, String) {
     (cert, key)
 }
 
+/// `check_issued` on what Chromium shows, with the CA chain from the page's link.
+async fn check_shown(ctx: &Ctx, kind: &str, cert: &str, key: &str, ip: &str) -> Issued {
+    let href = ctx
+        .browser
+        .client
+        .find(Locator::Id("ca-link"))
+        .await
+        .unwrap()
+        .prop("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let dir = ctx.work.path().join(format!("{kind}-{ip}"));
+    check_issued(&ctx.stack, &dir, cert, key, ip, &href)
+}
+
 /// Checks with the openssl CLI: the key is an unencrypted P-256 PKCS#8 key that matches the
 /// certificate, the SAN is exactly `ip`, and the chain verifies to the root with the
-/// intermediates from the page's `/api/v1/ca.crt` link.
-async fn check_issued(ctx: &Ctx, kind: &str, cert: &str, key: &str, ip: &str) -> Issued {
-    let dir = ctx.work.path().join(format!("{kind}-{ip}"));
-    std::fs::create_dir_all(&dir).unwrap();
+/// intermediates from `ca_link`, which must be the stack's `/api/v1/ca.crt`. Files go to `dir`.
+pub(super) fn check_issued(
+    stack: &Stack,
+    dir: &Path,
+    cert: &str,
+    key: &str,
+    ip: &str,
+    ca_link: &str,
+) -> Issued {
+    std::fs::create_dir_all(dir).unwrap();
     let cert_path = dir.join("server.crt");
     let key_path = dir.join("server.key");
     std::fs::write(&cert_path, cert).unwrap();
@@ -952,31 +974,24 @@ async fn check_issued(ctx: &Ctx, kind: &str, cert: &str, key: &str, ip: &str) ->
     let names: Vec<&str> = san.lines().skip(1).map(str::trim).collect();
     assert_eq!(names, [format!("IP Address:{ip}")], "{san}");
 
-    // The CA chain, fetched from where the page links it.
-    let href = ctx
-        .browser
-        .client
-        .find(Locator::Id("ca-link"))
-        .await
-        .unwrap()
-        .prop("href")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(href, format!("{}/api/v1/ca.crt", ctx.base));
-    let chain = loop {
-        let r = ureq::get(&href).call();
-        if let Ok(mut r) = r {
-            break r.body_mut().read_to_string().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // The CA chain, fetched from where the page links it (sync uploads it soon after start).
+    assert_eq!(ca_link, format!("{}/ca.crt", stack.api));
+    let chain = std::cell::RefCell::new(None);
+    stack.wait_for("the CA chain on the API", || {
+        let got = ureq::get(ca_link)
+            .call()
+            .ok()
+            .map(|mut r| r.body_mut().read_to_string().unwrap());
+        let found = got.is_some();
+        *chain.borrow_mut() = got;
+        found
+    });
     let chain_path = dir.join("ca.crt");
-    std::fs::write(&chain_path, chain).unwrap();
+    std::fs::write(&chain_path, chain.into_inner().unwrap()).unwrap();
     let verify = Command::new("openssl")
         .arg("verify")
         .arg("-CAfile")
-        .arg(ctx.stack.path("state/root.crt"))
+        .arg(stack.path("state/root.crt"))
         .arg("-untrusted")
         .arg(&chain_path)
         .arg("-verify_ip")
@@ -1054,8 +1069,15 @@ async fn no_horizontal_scroll(b: &Browser) {
 
 /// A screenshot of the whole page under the stack's temp dir (and, when
 /// `SMSGATE_SCREENSHOT_DIR` is set, there too: that is how `web/screenshot.png` is made).
-async fn screenshot(ctx: &Ctx, name: &str) {
-    let png = ctx.browser.full_screenshot().await;
+/// `width` (CSS px) narrows the window for the shot; 0 keeps it.
+async fn screenshot(ctx: &Ctx, name: &str, width: u32) {
+    let b = &ctx.browser;
+    let (w, h) = b.client.get_window_size().await.unwrap();
+    if width > 0 {
+        b.client.set_window_size(width, 900).await.unwrap();
+    }
+    let png = b.full_screenshot().await;
+    b.client.set_window_size(w as u32, h as u32).await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     std::fs::write(ctx.stack.path(name), &png).unwrap();
     if let Some(dir) = std::env::var_os("SMSGATE_SCREENSHOT_DIR") {

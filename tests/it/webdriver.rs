@@ -70,6 +70,17 @@ impl Browser {
                     "--disable-component-update",
                     "--disable-sync",
                     "--no-first-run",
+                    // The flags above still leave DNS queries for Google's autofill server
+                    // (seen with strace): no name is resolved, every connection not to the
+                    // loopback goes to a dead local proxy port, and those features are off.
+                    // What strace still shows is the IPv6 reachability probe, a UDP connect()
+                    // that asks the kernel for a route and sends nothing.
+                    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+                    "--proxy-server=http://127.0.0.1:9",
+                    "--disable-features=AutofillServerCommunication,DnsOverHttps,\
+                     OptimizationHints,MediaRouter,Translate",
+                    "--disable-domain-reliability",
+                    "--no-pings",
                     "--window-size=1000,900",
                     format!("--user-data-dir={}", dir.path().join("profile").display()),
                 ],

@@ -1,6 +1,6 @@
 //! The online API of `serve` (DESIGN §5): the two SMSGate-compatible public routes, the
-//! bridge endpoints for `sync`, the published CRL and CA chain, health, metrics and the
-//! OpenAPI document.
+//! bridge endpoints for `sync`, the published CRL and CA chain, health, metrics, the
+//! OpenAPI document and the web page at `/`.
 //!
 //! This module owns HTTP: routing, limits, errors, authentication of sync, rate limiting. It
 //! decides nothing about certificates beyond asking `policy` whether a CSR could ever be
@@ -13,6 +13,7 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod page;
 pub mod published;
 pub mod rate_limit;
 pub mod router;

@@ -14,7 +14,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::error::{json_errors, ApiError};
-use super::{csr, health, metrics, openapi, published, sync, AppState};
+use super::{csr, health, metrics, openapi, page, published, sync, AppState};
 
 /// Builds the application.
 pub fn router(state: AppState) -> Router {
@@ -35,6 +35,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/openapi.json",
             public(get(openapi::openapi_json), timeout),
         )
+        .route("/", public(get(page::index), timeout))
+        .route("/web/{file}", public(get(page::file), timeout))
         .route("/health", public(get(health::health), timeout))
         .route("/metrics", public(get(metrics::metrics), timeout))
         .route(

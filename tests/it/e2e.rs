@@ -11,15 +11,16 @@ use super::util::smsgate_docs_config;
 
 const BIN: &str = env!("CARGO_BIN_EXE_smsgate-ca");
 
-/// The three processes and their directories.
-struct Stack {
-    dir: tempfile::TempDir,
+/// The three processes and their directories (also used by `browser`).
+pub(crate) struct Stack {
+    pub(crate) dir: tempfile::TempDir,
     children: Vec<Child>,
-    api: String,
+    /// The API base, `http://127.0.0.1:PORT/api/v1`.
+    pub(crate) api: String,
 }
 
 impl Stack {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("spool/incoming")).unwrap();
@@ -113,15 +114,20 @@ impl Stack {
         stack
     }
 
-    fn path(&self, p: &str) -> PathBuf {
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
 
-    fn log(&self, name: &str) -> String {
+    pub(crate) fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }
 
-    fn wait_for(&self, what: &str, cond: impl Fn() -> bool) {
+    /// The process id of `sync` (the third process started).
+    pub(crate) fn sync_pid(&self) -> u32 {
+        self.children[2].id()
+    }
+
+    pub(crate) fn wait_for(&self, what: &str, cond: impl Fn() -> bool) {
         let start = Instant::now();
         while !cond() {
             assert!(
@@ -136,7 +142,7 @@ impl Stack {
     }
 
     /// Runs a shell command in the test directory; returns stdout.
-    fn sh(&self, script: &str) -> String {
+    pub(crate) fn sh(&self, script: &str) -> String {
         let out = Command::new("bash")
             .arg("-c")
             .arg(script)

@@ -4,16 +4,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod adversarial;
+mod browser;
 mod client;
 mod config;
 mod daemon;
 mod e2e;
+mod firefox;
 mod init;
 mod ledger;
 mod lifecycle;
+mod marionette;
 mod policy_check;
 mod process;
 mod serve;
 mod sync;
 mod systemd;
 mod util;
+mod webdriver;

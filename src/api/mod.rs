@@ -13,6 +13,7 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod pin;
 pub mod published;
 pub mod rate_limit;
 pub mod router;
@@ -31,6 +32,7 @@ use crate::policy::Policy;
 use crate::store::{Artifact, Store};
 use auth::SyncToken;
 use metrics::Metrics;
+use pin::PinnedCa;
 use published::CrlInfo;
 use rate_limit::{RateLimit, RateLimiter};
 
@@ -51,6 +53,8 @@ pub struct Config {
     pub sync_stale_after: Duration,
     /// Time limit for one request (the sync long-poll gets 60 s more).
     pub request_timeout: Duration,
+    /// The CA pinned with `--ca-chain` (required with a sync token).
+    pub ca: Option<PinnedCa>,
 }
 
 /// Shared state of all handlers.
@@ -81,6 +85,8 @@ pub struct Inner {
     pub request_timeout: Duration,
     /// When this server started, Unix ms.
     pub started_at: i64,
+    /// See [`Config::ca`].
+    pub ca: Option<PinnedCa>,
     crl: RwLock<Option<CrlInfo>>,
     last_sync: AtomicI64,
     last_sync_stored: AtomicI64,
@@ -122,6 +128,7 @@ impl AppState {
             sync_stale_after: config.sync_stale_after,
             request_timeout: config.request_timeout,
             started_at: now_ms(),
+            ca: config.ca,
             crl: RwLock::new(crl),
             last_sync: AtomicI64::new(last_sync),
             last_sync_stored: AtomicI64::new(last_sync),

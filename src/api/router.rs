@@ -22,7 +22,10 @@ pub fn router(state: AppState) -> Router {
     // Long-polls may wait 60 s; give them that plus room to answer.
     let long_poll = Duration::from_secs(60) + timeout;
     let public = |route, timeout| limited(route, timeout, PUBLIC_BODY_LIMIT);
-    let bridge = |route, timeout| limited(route, timeout, SYNC_BODY_LIMIT);
+    // The token is checked outermost, from the headers alone: a caller without it gets its
+    // 401 before a byte of the body is read.
+    let token = middleware::from_fn_with_state(state.clone(), sync::require_token);
+    let bridge = |route, timeout| limited(route, timeout, SYNC_BODY_LIMIT).layer(token.clone());
     Router::new()
         .route("/api/v1/csr", public(post(csr::post_csr), timeout))
         .route("/api/v1/csr/{id}", public(get(csr::get_csr), timeout))

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::api::auth::SyncToken;
+use crate::api::pin::PinnedCa;
 use crate::api::rate_limit::RateLimit;
 use crate::api::{self, AppState, Config};
 use crate::cli::settings::DEFAULT_POLICY;
@@ -36,6 +37,11 @@ pub struct Args {
     /// newline is ignored). Without it those endpoints answer 503
     #[arg(long, value_name = "FILE")]
     pub sync_token_file: Option<PathBuf>,
+    /// The CA chain serve is pinned to (the signer's published/ca.crt: issuing CA first, root
+    /// last). Pushed results and published files must be this CA's. Required with
+    /// --sync-token-file
+    #[arg(long, value_name = "FILE")]
+    pub ca_chain: Option<PathBuf>,
     /// POSTs per client address: N/s, N/min or N/h; 0 disables [default: 1/min]
     #[arg(long, value_name = "N/PERIOD")]
     pub rate_limit: Option<String>,
@@ -110,6 +116,15 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
             None
         }
     };
+    let ca =
+        match args.ca_chain.or_else(|| file.ca_chain.clone()) {
+            Some(path) => Some(PinnedCa::load(&path).map_err(Fail::usage)?),
+            None if sync_token.is_some() => return Err(Fail::usage(
+                "--sync-token-file needs --ca-chain FILE (the signer's published/ca.crt): serve \
+                 accepts pushed certificates and files only from the CA it is pinned to",
+            )),
+            None => None,
+        };
     let policy = load_policy(settings)?;
 
     let store = Store::open(
@@ -143,6 +158,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
         pending_ttl,
         sync_stale_after,
         request_timeout,
+        ca,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod output;
 pub mod progress;
 pub mod spool;
+pub mod verify;
 
 pub use error::ClientError;
 
@@ -215,6 +216,22 @@ fn timeout(id: String, waited: Duration, held: bool, spool: Option<PathBuf>) -> 
         held,
         spool,
     }
+}
+
+/// Text a server (or a spool file) supplied, made safe for a terminal or a log line: control
+/// characters (escape sequences, newlines that would forge log lines, carriage returns) and
+/// bidirectional overrides are written as escapes (`\u{1b}`, `\n`).
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The wait's deadline.

@@ -216,6 +216,13 @@ impl Store {
         }
     }
 
+    /// The stored CSR (PEM) of a request, whatever its state; `None` when unknown.
+    pub async fn content(&self, id: &RequestId) -> Result<Option<String>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.content(id).await,
+        }
+    }
+
     /// Up to `limit` unexpired pending requests not yet acknowledged, oldest first.
     pub async fn unacknowledged(&self, limit: u32, now: i64) -> Result<Vec<Envelope>, StoreError> {
         match self {

@@ -132,6 +132,18 @@ impl SqliteStore {
         })
     }
 
+    pub(super) async fn content(&self, id: &RequestId) -> Result<Option<String>, StoreError> {
+        let id = id.clone();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT content FROM requests WHERE request_id = ?1")?
+                    .query_row([id.as_str()], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
     pub(super) fn ping(&self) -> Result<(), StoreError> {
         self.readers.with(|c| {
             c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;

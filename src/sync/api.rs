@@ -41,6 +41,8 @@ pub struct ResultsReport {
     pub unknown: Vec<String>,
     /// Ids whose record contradicts a final state the API already holds.
     pub conflicts: Vec<String>,
+    /// Ids whose record the API refused as not its pinned CA's (or not for the request).
+    pub rejected: Vec<String>,
 }
 
 impl ResultsReport {
@@ -51,6 +53,7 @@ impl ResultsReport {
             &self.unchanged,
             &self.unknown,
             &self.conflicts,
+            &self.rejected,
         ]
         .iter()
         .any(|list| list.iter().any(|x| x == id))
@@ -117,7 +120,11 @@ impl SyncApi {
             &Results { results: records },
             self.timeout,
         )?;
-        check(&answer)?;
+        // 409 and 422 carry the per-id report too (a conflicting or refused record does not
+        // keep the others of the batch from being stored).
+        if !matches!(answer.status, 409 | 422) {
+            check(&answer)?;
+        }
         #[derive(Deserialize)]
         struct Report {
             #[serde(default)]
@@ -128,14 +135,21 @@ impl SyncApi {
             unknown: Vec<serde_json::Value>,
             #[serde(default)]
             conflicts: Vec<serde_json::Value>,
+            #[serde(default)]
+            rejected: Vec<serde_json::Value>,
         }
-        let r: Report = answer.json()?;
+        let r: Report = match answer.json() {
+            Ok(r) => r,
+            Err(_) if answer.status != 200 => return Err(answer.unexpected().into()),
+            Err(e) => return Err(e.into()),
+        };
         let ids = |v: Vec<serde_json::Value>| v.iter().filter_map(id_of).collect();
         Ok(ResultsReport {
             updated: ids(r.updated),
             unchanged: ids(r.unchanged),
             unknown: ids(r.unknown),
             conflicts: ids(r.conflicts),
+            rejected: ids(r.rejected),
         })
     }
 

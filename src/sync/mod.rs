@@ -132,6 +132,9 @@ impl fmt::Display for Round {
         if self.pushed.conflicts > 0 {
             write!(f, " ({} conflicting)", self.pushed.conflicts)?;
         }
+        if self.pushed.rejected > 0 {
+            write!(f, " ({} refused by the API)", self.pushed.rejected)?;
+        }
         if self.published.is_empty() {
             write!(f, ", published files unchanged")?;
         } else {

@@ -26,6 +26,9 @@ pub struct PushReport {
     pub conflicts: usize,
     /// Of those, records for ids the API does not know (requests dropped into the spool).
     pub unknown: usize,
+    /// Records the API refused as not its pinned CA's: not marked pushed, tried again after
+    /// a restart or when the file changes.
+    pub rejected: usize,
 }
 
 /// Pushes status records, remembering the files it has already dealt with.
@@ -130,6 +133,16 @@ impl Pusher {
                 let id = record.request_id.as_str();
                 if !answer.mentions(id) {
                     warn!(request_id = %id, "the API did not answer for this result; it will be pushed again");
+                    continue;
+                }
+                if answer.rejected.iter().any(|x| x == id) {
+                    tracing::error!(
+                        request_id = %id,
+                        "the API refused this result as not its pinned CA's: check that serve's \
+                         --ca-chain is this signer's published/ca.crt"
+                    );
+                    report.rejected += 1;
+                    self.seen.insert(record.request_id.clone(), *stamp);
                     continue;
                 }
                 if answer.conflicts.iter().any(|x| x == id) {

@@ -123,6 +123,13 @@ impl TestCa {
         let csr = self.dir.path().join(format!("{n}.csr"));
         let crt = self.dir.path().join(format!("{n}.crt"));
         std::fs::write(&csr, csr_pem).unwrap();
+        // What the signer adds besides the SAN copied from the CSR (DESIGN §4).
+        std::fs::write(
+            self.dir.path().join("leaf.ext"),
+            "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
+             extendedKeyUsage = serverAuth\n",
+        )
+        .unwrap();
         let out = Command::new("openssl")
             .args(["x509", "-req", "-in"])
             .arg(&csr)
@@ -135,6 +142,8 @@ impl TestCa {
                 "10",
                 "-copy_extensions",
                 "copy",
+                "-extfile",
+                "leaf.ext",
             ])
             .args(["-set_serial", &n.to_string(), "-out"])
             .arg(&crt)

@@ -13,27 +13,34 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const TOKEN: &str = "test-sync-token-0123456789";
+pub(crate) const TOKEN: &str = "test-sync-token-0123456789";
 
-/// A running `serve` in its own temporary state directory.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-    agent: ureq::Agent,
+/// A running `serve` in its own temporary state directory, pinned (`--ca-chain`) to a CA made
+/// by `init --no-passphrase` in `<dir>/state` (see [`Server::issue`]).
+pub(crate) struct Server {
+    pub(crate) child: Option<Child>,
+    pub(crate) port: u16,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) agent: ureq::Agent,
 }
 
 impl Server {
     /// Starts a server with a sync token, the rate limit off, and `extra` flags.
-    fn start(extra: &[&str]) -> Self {
+    pub(crate) fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir, extra)
     }
 
-    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+    pub(crate) fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let token = dir.path().join("token");
         write_private(&token, &format!("{TOKEN}\n"));
-        let mut args: Vec<String> = vec!["--sync-token-file".into(), token.display().to_string()];
+        let chain = pinned_ca(dir.path());
+        let mut args: Vec<String> = vec![
+            "--sync-token-file".into(),
+            token.display().to_string(),
+            "--ca-chain".into(),
+            chain.display().to_string(),
+        ];
         if !extra.iter().any(|a| a.starts_with("--rate-limit")) {
             args.extend(["--rate-limit".into(), "0".into()]);
         }
@@ -54,15 +61,21 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn get(&self, path: &str) -> Reply {
+    /// Signs `csr` (a file) for `ip` with the pinned CA's issuing key, as the signer would
+    /// (empty subject, critical IP SAN, CA:FALSE, serverAuth); returns leaf + issuing CA PEM.
+    pub(crate) fn issue(&self, csr: &Path, ip: &str) -> String {
+        issue_with(self.dir.path(), csr, &format!("IP:{ip}"), "30")
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Reply {
         Reply::from(self.agent.get(self.url(path)).call().unwrap())
     }
 
-    fn sync_get(&self, path: &str) -> Reply {
+    pub(crate) fn sync_get(&self, path: &str) -> Reply {
         Reply::from(
             self.agent
                 .get(self.url(path))
@@ -72,11 +85,11 @@ impl Server {
         )
     }
 
-    fn post_json(&self, path: &str, body: &Value) -> Reply {
+    pub(crate) fn post_json(&self, path: &str, body: &Value) -> Reply {
         self.post_raw(path, "application/json", &body.to_string())
     }
 
-    fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Reply {
+    pub(crate) fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Reply {
         Reply::from(
             self.agent
                 .post(self.url(path))
@@ -86,7 +99,7 @@ impl Server {
         )
     }
 
-    fn sync_post(&self, path: &str, body: &Value) -> Reply {
+    pub(crate) fn sync_post(&self, path: &str, body: &Value) -> Reply {
         Reply::from(
             self.agent
                 .post(self.url(path))
@@ -97,7 +110,7 @@ impl Server {
         )
     }
 
-    fn sync_put(&self, path: &str, body: &[u8]) -> Reply {
+    pub(crate) fn sync_put(&self, path: &str, body: &[u8]) -> Reply {
         Reply::from(
             self.agent
                 .put(self.url(path))
@@ -109,7 +122,7 @@ impl Server {
     }
 
     /// Submits a CSR file's PEM; returns the answer.
-    fn submit(&self, csr: &Path, kind: Option<&str>) -> Reply {
+    pub(crate) fn submit(&self, csr: &Path, kind: Option<&str>) -> Reply {
         let mut body = json!({ "content": std::fs::read_to_string(csr).unwrap() });
         if let Some(k) = kind {
             body["type"] = json!(k);
@@ -118,7 +131,7 @@ impl Server {
     }
 
     /// Sends a raw HTTP/1.1 request (for paths a client library would normalise).
-    fn raw(&self, request_line_and_headers: &str, body: &[u8]) -> (u16, String) {
+    pub(crate) fn raw(&self, request_line_and_headers: &str, body: &[u8]) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let head = format!(
@@ -143,7 +156,11 @@ impl Server {
     }
 
     /// Sends only a request head declaring a body of `declared` bytes, then reads the answer.
-    fn raw_head(&self, request_line_and_headers: &str, declared: usize) -> (u16, String) {
+    pub(crate) fn raw_head(
+        &self,
+        request_line_and_headers: &str,
+        declared: usize,
+    ) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let head = format!(
@@ -187,12 +204,12 @@ impl Server {
         (status, body)
     }
 
-    fn sigterm(&mut self) -> ExitStatus {
+    pub(crate) fn sigterm(&mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         terminate(&mut child)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 }
@@ -208,15 +225,16 @@ impl Drop for Server {
 
 /// An answer: status, headers we look at, body.
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    content_type: String,
-    retry_after: Option<String>,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) content_type: String,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) nosniff: bool,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    fn from(mut r: ureq::http::Response<ureq::Body>) -> Self {
+    pub(crate) fn from(mut r: ureq::http::Response<ureq::Body>) -> Self {
         let header = |name: &str| {
             r.headers()
                 .get(name)
@@ -225,17 +243,19 @@ impl Reply {
         };
         let content_type = header("content-type").unwrap_or_default();
         let retry_after = header("retry-after");
+        let nosniff = header("x-content-type-options").as_deref() == Some("nosniff");
         let status = r.status().as_u16();
         let body = r.body_mut().read_to_vec().unwrap();
         Self {
             status,
             content_type,
             retry_after,
+            nosniff,
             body,
         }
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "not JSON ({e}), status {}: {}",
@@ -246,7 +266,7 @@ impl Reply {
     }
 
     /// Asserts the SMSGate error envelope with this status; returns the error object.
-    fn error(&self, status: u16) -> Value {
+    pub(crate) fn error(&self, status: u16) -> Value {
         assert_eq!(
             self.status,
             status,
@@ -270,7 +290,7 @@ impl Reply {
     }
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -278,11 +298,11 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn serve_command(dir: &Path, args: &[String]) -> Command {
+pub(crate) fn serve_command(dir: &Path, args: &[String]) -> Command {
     // A test that needs its own policy writes `policy.toml` into the directory first.
     let own_policy = dir.join("policy.toml");
     let policy = if own_policy.exists() {
@@ -305,7 +325,7 @@ fn serve_command(dir: &Path, args: &[String]) -> Command {
 }
 
 /// Reads `listening on 127.0.0.1:PORT` from the server's stdout.
-fn read_port(child: &mut Child, dir: &Path) -> u16 {
+pub(crate) fn read_port(child: &mut Child, dir: &Path) -> u16 {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -329,7 +349,7 @@ fn read_port(child: &mut Child, dir: &Path) -> u16 {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
 }
 
-fn terminate(child: &mut Child) -> ExitStatus {
+pub(crate) fn terminate(child: &mut Child) -> ExitStatus {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
@@ -343,13 +363,13 @@ fn terminate(child: &mut Child) -> ExitStatus {
     }
 }
 
-fn write_private(path: &Path, text: &str) {
+pub(crate) fn write_private(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -363,7 +383,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A P-256 CSR for `subject_alt_name` (e.g. `IP:192.168.1.10`), CN `cn`; returns its path.
-fn make_csr(dir: &Path, name: &str, cn: &str, subject_alt_name: &str) -> PathBuf {
+pub(crate) fn make_csr(dir: &Path, name: &str, cn: &str, subject_alt_name: &str) -> PathBuf {
     let csr = dir.join(format!("{name}.csr"));
     openssl(
         dir,
@@ -388,14 +408,90 @@ fn make_csr(dir: &Path, name: &str, cn: &str, subject_alt_name: &str) -> PathBuf
     csr
 }
 
-fn good_csr(dir: &Path) -> PathBuf {
+pub(crate) fn good_csr(dir: &Path) -> PathBuf {
     make_csr(dir, "good", "192.168.1.10", "IP:192.168.1.10")
 }
 
-/// A self-signed test CA and a CRL from it, with the given last/next update (`YYMMDDHHMMSSZ`
-/// or `None` for "now" and 30 days). Returns (ca.crt PEM, crl DER).
-fn make_ca_and_crl(dir: &Path, dates: Option<(&str, &str)>) -> (Vec<u8>, Vec<u8>) {
-    let ca = dir.join("ca");
+/// Makes the CA a server is pinned to (once per directory): `init --no-passphrase` into
+/// `<dir>/state`, and `<dir>/ca-chain.pem` = issuing CA then root, like `published/ca.crt`.
+pub(crate) fn pinned_ca(dir: &Path) -> PathBuf {
+    let state = dir.join("state");
+    let chain = dir.join("ca-chain.pem");
+    if !state.join("ca.crt").exists() {
+        let out = Command::new(env!("CARGO_BIN_EXE_smsgate-ca"))
+            .args(["init", "--no-passphrase", "--state"])
+            .arg(&state)
+            .arg("--policy")
+            .arg(repo().join("policy/default.toml"))
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut pem = std::fs::read(state.join("ca.crt")).unwrap();
+    pem.extend(std::fs::read(state.join("root.crt")).unwrap());
+    std::fs::write(&chain, pem).unwrap();
+    chain
+}
+
+/// Signs `csr` with the issuing key in `<dir>/state` (openssl CLI), with `san` (e.g.
+/// `IP:192.168.1.10`) and `days` of validity; returns leaf + issuing CA PEM.
+pub(crate) fn issue_with(dir: &Path, csr: &Path, san: &str, days: &str) -> String {
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ext = dir.join(format!("leaf-{n}.ext"));
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName = critical, {san}\nbasicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.join(format!("leaf-{n}.crt"));
+    let serial = format!("0x01{:030x}", u128::from(n) + 1);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr.to_str().unwrap(),
+            "-CA",
+            "state/ca.crt",
+            "-CAkey",
+            "state/ca.key",
+            "-set_serial",
+            &serial,
+            // An empty subject, as the signer makes (a CN=<ip> would break the CA's DNS name
+            // constraint in OpenSSL's eyes, DESIGN §4).
+            "-subj",
+            "/",
+            "-days",
+            days,
+            "-sha256",
+            "-extfile",
+            ext.to_str().unwrap(),
+            "-out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let mut pem = std::fs::read_to_string(&out).unwrap();
+    pem.push_str(&std::fs::read_to_string(dir.join("state/ca.crt")).unwrap());
+    pem
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A CRL signed with `<dir>/state`'s issuing key (openssl CLI) with CRLNumber `number` and
+/// the given last/next update (`YYMMDDHHMMSSZ`, or `None` for now and 30 days); DER.
+pub(crate) fn make_crl(dir: &Path, number: u32, dates: Option<(&str, &str)>) -> Vec<u8> {
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ca = dir.join(format!("crl-{n}"));
     std::fs::create_dir_all(&ca).unwrap();
     std::fs::write(
         ca.join("ca.cnf"),
@@ -404,29 +500,19 @@ fn make_ca_and_crl(dir: &Path, dates: Option<(&str, &str)>) -> (Vec<u8>, Vec<u8>
     )
     .unwrap();
     std::fs::write(ca.join("index.txt"), "").unwrap();
-    std::fs::write(ca.join("crlnumber"), "01\n").unwrap();
-    openssl(
-        &ca,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-subj",
-            "/CN=Test CA",
-            "-days",
-            "30",
-        ],
-    );
+    std::fs::write(ca.join("crlnumber"), format!("{number:02X}\n")).unwrap();
+    let state = dir.join("state");
+    let (key, crt) = (state.join("ca.key"), state.join("ca.crt"));
     let mut args = vec![
-        "ca", "-config", "ca.cnf", "-gencrl", "-keyfile", "ca.key", "-cert", "ca.crt", "-out",
+        "ca",
+        "-config",
+        "ca.cnf",
+        "-gencrl",
+        "-keyfile",
+        key.to_str().unwrap(),
+        "-cert",
+        crt.to_str().unwrap(),
+        "-out",
         "crl.pem",
     ];
     if let Some((last, next)) = dates {
@@ -439,13 +525,48 @@ fn make_ca_and_crl(dir: &Path, dates: Option<(&str, &str)>) -> (Vec<u8>, Vec<u8>
             "crl", "-in", "crl.pem", "-outform", "DER", "-out", "crl.der",
         ],
     );
-    (
-        std::fs::read(ca.join("ca.crt")).unwrap(),
-        std::fs::read(ca.join("crl.der")).unwrap(),
-    )
+    std::fs::read(ca.join("crl.der")).unwrap()
 }
 
-fn asn1_time(t: chrono::DateTime<chrono::Utc>) -> String {
+/// A published ledger checkpoint at `line`, signed with `<dir>/state`'s issuing key by the
+/// openssl CLI (the line itself is rendered by the ledger code, its hash over its bytes).
+pub(crate) fn make_checkpoint(dir: &Path, line: u64) -> Vec<u8> {
+    use smsgate_ca::ledger::{entry, Event};
+    let head = "ab".repeat(32);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let msg = dir.join(format!("cp-{n}.msg"));
+    std::fs::write(&msg, entry::checkpoint_message(line, &head)).unwrap();
+    let sig = dir.join(format!("cp-{n}.sig"));
+    openssl(
+        dir,
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "state/ca.key",
+            "-out",
+            sig.to_str().unwrap(),
+            msg.to_str().unwrap(),
+        ],
+    );
+    let signature: String = std::fs::read(&sig)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let event = Event::Checkpoint {
+        line,
+        head: head.clone(),
+        signature,
+    };
+    format!(
+        "{}\n",
+        entry::render(line, "2026-01-01T00:00:00Z", &event, &head)
+    )
+    .into_bytes()
+}
+
+pub(crate) fn asn1_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%y%m%d%H%M%SZ").to_string()
 }
 
@@ -768,11 +889,11 @@ fn sync_lists_acknowledges_and_takes_results() {
         .collect();
     assert_eq!(ids, vec![b.as_str()]);
 
-    let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let cert = server.issue(&csr, "192.168.1.10");
     let approved = json!({
         "request_id": a, "type": "webhook", "status": "approved",
         "message": "certificate issued for 192.168.1.10", "reason": null,
-        "certificate": cert, "serial": "01ab", "not_before": "2026-01-01T00:00:00Z",
+        "certificate": cert, "serial": null, "not_before": "2026-01-01T00:00:00Z",
         "not_after": "2027-01-01T00:00:00Z", "fingerprint_sha256": "AB:CD",
         "decided_at": "2026-01-01T00:00:00Z"
     });
@@ -819,9 +940,9 @@ fn sync_lists_acknowledges_and_takes_results() {
     other["status"] = json!("denied");
     other["certificate"] = Value::Null;
     other["reason"] = json!("denied_by_operator");
-    let r = server
-        .sync_post("/api/v1/sync/results", &json!({"results": [other]}))
-        .json();
+    let r = server.sync_post("/api/v1/sync/results", &json!({"results": [other]}));
+    assert_eq!(r.status, 409, "a conflicting result is refused");
+    let r = r.json();
     assert_eq!(r["conflicts"], json!([a]), "{r}");
     assert_eq!(
         server.get(&format!("/api/v1/csr/{a}")).json()["status"],
@@ -898,7 +1019,8 @@ fn published_crl_and_chain_round_trip() {
     let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
     assert!(!metrics.contains("crl_next_update_seconds"));
 
-    let (chain, crl) = make_ca_and_crl(server.dir.path(), None);
+    let chain = std::fs::read(server.dir.path().join("ca-chain.pem")).unwrap();
+    let crl = make_crl(server.dir.path(), 1, None);
     assert_eq!(
         server
             .sync_put("/api/v1/sync/published/ca.crl", &crl)
@@ -911,10 +1033,10 @@ fn published_crl_and_chain_round_trip() {
             .status,
         204
     );
-    let checkpoint = br#"{"line": 3, "hash": "ab", "signature": "cd"}"#;
+    let checkpoint = make_checkpoint(server.dir.path(), 3);
     assert_eq!(
         server
-            .sync_put("/api/v1/sync/published/ledger-checkpoint.json", checkpoint)
+            .sync_put("/api/v1/sync/published/ledger-checkpoint.json", &checkpoint)
             .status,
         204
     );
@@ -954,10 +1076,9 @@ fn published_crl_and_chain_round_trip() {
 
     // A CRL with less than a third of its validity left makes /health degraded.
     let now = chrono::Utc::now();
-    let stale_dir = server.dir.path().join("stale");
-    std::fs::create_dir_all(&stale_dir).unwrap();
-    let (_, stale) = make_ca_and_crl(
-        &stale_dir,
+    let stale = make_crl(
+        server.dir.path(),
+        2,
         Some((
             &asn1_time(now - chrono::Duration::days(9)),
             &asn1_time(now + chrono::Duration::days(1)),

@@ -376,6 +376,9 @@ pub(super) fn shorten(s: &str) -> String {
 
 /// Largest accepted `content`, as in the upstream schema (maxLength 16384).
 pub const MAX_CONTENT_BYTES: usize = 16384;
-const MAX_METADATA_ENTRIES: usize = 32;
-const MAX_METADATA_KEY: usize = 128;
-const MAX_METADATA_VALUE: usize = 1024;
+/// Most metadata entries accepted.
+pub const MAX_METADATA_ENTRIES: usize = 32;
+/// Longest metadata key.
+pub const MAX_METADATA_KEY: usize = 128;
+/// Longest metadata value.
+pub const MAX_METADATA_VALUE: usize = 1024;

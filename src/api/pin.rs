@@ -80,6 +80,7 @@ impl PinnedCa {
         let anchors = Anchors {
             roots: vec![root.clone()],
             intermediates: chain[..chain.len() - 1].to_vec(),
+            partial: false,
         };
         for c in &chain[..chain.len() - 1] {
             verify::verify_path(c, &[], &anchors)
@@ -185,6 +186,7 @@ impl PinnedCa {
         let anchors = Anchors {
             roots: vec![self.root().to_owned()],
             intermediates: chain[..chain.len() - 1].to_vec(),
+            partial: false,
         };
         for c in &chain[..chain.len() - 1] {
             verify::verify_path(c, &[], &anchors).map_err(|e| {

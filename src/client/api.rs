@@ -99,6 +99,15 @@ impl CaApi {
         }
     }
 
+    /// `GET /ca.crt`: the CA chain the API publishes (PEM), for trust on first use.
+    pub fn ca_chain(&self, timeout: Duration) -> Result<String, HttpError> {
+        let answer = self.transport.get("/ca.crt", timeout)?;
+        if answer.status != 200 {
+            return Err(answer.unexpected());
+        }
+        String::from_utf8(answer.body.clone()).map_err(|_| answer.garbage(None))
+    }
+
     /// `GET /csr/{id}`; `None` on 404 (unknown or expired).
     pub fn fetch(&self, id: &str, timeout: Duration) -> Result<Option<Answered>, HttpError> {
         let answer = self.transport.get(&format!("/csr/{id}"), timeout)?;
@@ -114,5 +123,22 @@ fn decode(answer: &super::http::Answer) -> Result<Answered, HttpError> {
     let raw: serde_json::Value = answer.json()?;
     let state: RequestState =
         serde_json::from_value(raw.clone()).map_err(|e| answer.garbage(Some(&e)))?;
-    Ok(Answered { state, raw })
+    Ok(Answered {
+        state: state.escaped(),
+        raw,
+    })
+}
+
+impl RequestState {
+    /// The state with every text meant for a person escaped ([`super::escape`]): a server
+    /// must not be able to write terminal escapes or forged log lines through it. The
+    /// certificate is left as sent; it is parsed, never printed as is.
+    pub fn escaped(self) -> Self {
+        Self {
+            message: super::escape(&self.message),
+            reason: self.reason.as_deref().map(super::escape),
+            kind: self.kind.as_deref().map(super::escape),
+            ..self
+        }
+    }
 }

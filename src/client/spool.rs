@@ -16,6 +16,8 @@ use crate::request::{rfc3339, Envelope, RequestId, RequestType, StatusRecord};
 
 /// Largest status record we read (a chain of a few certificates fits many times over).
 const MAX_STATUS_BYTES: u64 = 1024 * 1024;
+/// Largest `rejected/*.reason` we read.
+const MAX_REASON_BYTES: u64 = 4096;
 
 /// Refuses a spool directory that does not exist, before any work.
 pub fn check_spool(spool: &Path) -> Result<(), ClientError> {
@@ -65,6 +67,24 @@ pub fn submit(spool: &Path, csr_pem: &str, kind: RequestType) -> Result<RequestI
     Ok(id)
 }
 
+/// `published/ca.crt` of the spool (the chain the signer publishes), read no-follow and
+/// bounded.
+pub fn published_chain(spool: &Path) -> Result<String, ClientError> {
+    let path = spool.join("published").join("ca.crt");
+    match fsx::read_untrusted(&path, MAX_STATUS_BYTES) {
+        Ok(Untrusted::Content(bytes)) => String::from_utf8(bytes)
+            .map_err(|_| ClientError::BadAnswer(format!("{} is not PEM text", path.display()))),
+        Ok(_) => Err(ClientError::BadAnswer(format!(
+            "{} is not a regular file of a sane size: pass --ca-file ROOT",
+            path.display()
+        ))),
+        Err(e) => Err(ClientError::BadAnswer(format!(
+            "cannot read {} to check the certificate ({e}): pass --ca-file ROOT",
+            path.display()
+        ))),
+    }
+}
+
 /// Where a request stands in a spool.
 #[derive(Debug)]
 pub enum Found {
@@ -92,9 +112,17 @@ pub fn find(spool: &Path, id: &RequestId) -> Result<Found, ClientError> {
     }
     for ext in ["json", "csr"] {
         let reason: PathBuf = spool.join("rejected").join(format!("{id}.{ext}.reason"));
-        if spool.join("rejected").join(format!("{id}.{ext}")).exists() || reason.exists() {
-            let text = fs::read_to_string(&reason).unwrap_or_default();
-            return Ok(Found::Rejected(text.trim().to_owned()));
+        let present = |p: &Path| fs::symlink_metadata(p).is_ok();
+        if present(&spool.join("rejected").join(format!("{id}.{ext}"))) || present(&reason) {
+            // Whoever holds the spool may have put a FIFO or a symlink here: read no-follow,
+            // non-blocking and bounded, and show the text escaped.
+            let text = match fsx::read_untrusted(&reason, MAX_REASON_BYTES) {
+                Ok(Untrusted::Content(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+                Ok(Untrusted::TooLarge(n)) => format!("(a {n}-byte reason file, not shown)"),
+                Ok(Untrusted::NotRegular(kind)) => format!("(the reason file is {kind})"),
+                Err(_) => String::new(),
+            };
+            return Ok(Found::Rejected(crate::client::escape(text.trim())));
         }
     }
     Ok(Found::Missing)
@@ -146,5 +174,8 @@ pub fn read_status(spool: &Path, id: &RequestId) -> Result<Option<Answered>, Cli
         reason: record.reason,
         certificate: record.certificate,
     };
-    Ok(Some(Answered { state, raw }))
+    Ok(Some(Answered {
+        state: state.escaped(),
+        raw,
+    }))
 }

@@ -28,6 +28,9 @@ pub struct Anchors {
     pub roots: Vec<X509>,
     /// Intermediates that may complete a path (not trusted by themselves).
     pub intermediates: Vec<X509>,
+    /// Whether a root may be a CA that is not self-signed (an operator's `--ca-file` naming an
+    /// intermediate: OpenSSL's partial-chain mode).
+    pub partial: bool,
 }
 
 impl Anchors {
@@ -39,6 +42,17 @@ impl Anchors {
         (!roots.is_empty()).then_some(Self {
             roots,
             intermediates,
+            partial: false,
+        })
+    }
+
+    /// Anchors an operator named (`--ca-file`): its self-signed certificates are roots; when it
+    /// holds none, every certificate in it is trusted as it is.
+    pub fn pinned(certs: Vec<X509>) -> Self {
+        Self::from_bundle(&certs).unwrap_or(Self {
+            roots: certs,
+            intermediates: Vec::new(),
+            partial: true,
         })
     }
 }
@@ -168,6 +182,11 @@ pub fn verify_path(cert: &X509Ref, extra: &[X509], anchors: &Anchors) -> Result<
     let mut store = X509StoreBuilder::new().map_err(err)?;
     for root in &anchors.roots {
         store.add_cert(root.clone()).map_err(err)?;
+    }
+    if anchors.partial {
+        store
+            .set_flags(openssl::x509::verify::X509VerifyFlags::PARTIAL_CHAIN)
+            .map_err(err)?;
     }
     let store = store.build();
     let mut untrusted = Stack::new().map_err(err)?;

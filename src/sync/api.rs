@@ -207,6 +207,33 @@ fn pending(value: serde_json::Value) -> Pending {
     if let Err(e) = RequestId::parse(&wire.request_id) {
         return Pending::Unusable(id, e.to_string());
     }
+    // The API's own limits (DESIGN §5): nothing bigger reaches the spool through us.
+    if wire.content.len() > MAX_CONTENT_BYTES {
+        return Pending::Unusable(
+            id,
+            format!(
+                "its content is {} bytes, over the API's limit of {MAX_CONTENT_BYTES}",
+                wire.content.len()
+            ),
+        );
+    }
+    if let Some(kind) = wire.kind.as_deref() {
+        if crate::request::RequestType::parse(kind).is_none() {
+            return Pending::Unusable(id, "its type is neither webhook nor private_server".into());
+        }
+    }
+    if let Some(m) = &wire.metadata {
+        let too_long = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.len() > MAX_METADATA_VALUE,
+            other => other.to_string().len() > MAX_METADATA_VALUE,
+        };
+        if m.len() > MAX_METADATA_ENTRIES
+            || m.iter()
+                .any(|(k, v)| k.len() > MAX_METADATA_KEY || too_long(v))
+        {
+            return Pending::Unusable(id, "its metadata is over the API's limits".into());
+        }
+    }
     // Metadata is a string map on the wire; anything else is kept as its JSON text.
     let metadata = wire
         .metadata
@@ -225,6 +252,11 @@ fn pending(value: serde_json::Value) -> Pending {
         submitted_at: wire.submitted_at,
     })
 }
+
+/// The API's limits on a request (`api::csr`), applied again to what is pulled.
+use crate::api::csr::{
+    MAX_CONTENT_BYTES, MAX_METADATA_ENTRIES, MAX_METADATA_KEY, MAX_METADATA_VALUE,
+};
 
 /// An id in a report list: a string, or an object with `request_id` (or `id`).
 fn id_of(v: &serde_json::Value) -> Option<String> {

@@ -79,11 +79,14 @@ impl SyncError {
 }
 
 /// A spool and an API, bridged.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Bridge {
     api: SyncApi,
     spool: PathBuf,
     state: SyncState,
+    max_pull: usize,
+    /// Listed items already found unusable (warned about once, not again).
+    unusable: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What a pull did.
@@ -176,7 +179,36 @@ impl Bridge {
             api,
             spool: spool.to_path_buf(),
             state,
+            max_pull: DEFAULT_MAX_PULL,
+            unusable: Default::default(),
         })
+    }
+
+    /// At most `n` envelopes are written into `incoming/` a round (`--max-pull`), and `--watch`
+    /// pulls only while fewer than `n` wait there.
+    pub fn with_max_pull(mut self, n: usize) -> Self {
+        self.max_pull = n.max(1);
+        self
+    }
+
+    /// `--max-pull`.
+    pub fn max_pull(&self) -> usize {
+        self.max_pull
+    }
+
+    /// How many request files wait in `incoming/` (dot names and temps excluded).
+    pub fn waiting_in_incoming(&self) -> usize {
+        fs::read_dir(self.spool.join(INCOMING))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| {
+                        let name = e.file_name();
+                        let name = name.to_string_lossy();
+                        !name.starts_with('.') && !name.ends_with(".tmp")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
     }
 
     /// The API side.
@@ -225,14 +257,16 @@ impl Bridge {
         round
     }
 
-    /// Pulls every listed request (batch after batch, no waiting).
+    /// Pulls listed requests, batch after batch without waiting, up to `--max-pull` new ones.
     pub fn pull(&self) -> Result<PullReport, SyncError> {
         let mut total = PullReport::default();
-        for _ in 0..MAX_BATCHES_PER_PULL {
-            let batch = self.fetch(None)?;
+        while total.delivered < self.max_pull {
+            let batch = self.api.requests(BATCH, None)?;
             let full = batch.len() >= BATCH;
-            total.add(self.deliver(batch)?);
-            if !full {
+            let report = self.deliver(batch, self.max_pull - total.delivered)?;
+            total.add(report);
+            // A full batch of nothing new (only items we cannot use) would list the same again.
+            if !full || report.delivered + report.present == 0 {
                 break;
             }
         }
@@ -241,13 +275,14 @@ impl Bridge {
 
     /// Lists pending requests, long-polling up to `wait` when given.
     pub fn fetch(&self, wait: Option<std::time::Duration>) -> Result<Vec<Pending>, SyncError> {
-        self.api.requests(BATCH, wait)
+        self.api.requests(BATCH.min(self.max_pull), wait)
     }
 
-    /// Writes new envelopes into `incoming/`, records them, then acknowledges every request
-    /// that is now durable in the spool. On a write failure the requests delivered so far are
-    /// still recorded and acknowledged; the rest stay listed by the API for the next round.
-    pub fn deliver(&self, batch: Vec<Pending>) -> Result<PullReport, SyncError> {
+    /// Writes new envelopes into `incoming/` (at most `quota`), records them, then
+    /// acknowledges every request that is now durable in the spool. On a write failure the
+    /// requests delivered so far are still recorded and acknowledged; the rest (and those over
+    /// the quota) stay listed by the API for the next round.
+    pub fn deliver(&self, batch: Vec<Pending>, quota: usize) -> Result<PullReport, SyncError> {
         let mut report = PullReport::default();
         let mut fresh: Vec<RequestId> = Vec::new();
         let mut ack: Vec<RequestId> = Vec::new();
@@ -256,7 +291,7 @@ impl Bridge {
             let envelope = match item {
                 Pending::Envelope(e) => e,
                 Pending::Unusable(id, why) => {
-                    warn!(request_id = ?id, "skipping a request the API listed: {why}");
+                    self.skip(id.as_deref().unwrap_or("<no id>"), &why);
                     report.unusable += 1;
                     continue;
                 }
@@ -264,7 +299,7 @@ impl Bridge {
             let id = match RequestId::parse(&envelope.request_id) {
                 Ok(id) => id,
                 Err(e) => {
-                    warn!("skipping a request the API listed: {e}");
+                    self.skip(&envelope.request_id, &e.to_string());
                     report.unusable += 1;
                     continue;
                 }
@@ -275,7 +310,7 @@ impl Bridge {
                 ack.push(id);
                 continue;
             }
-            if failure.is_some() {
+            if failure.is_some() || report.delivered >= quota {
                 continue;
             }
             match self.write_envelope(&id, &envelope) {
@@ -310,6 +345,18 @@ impl Bridge {
         }
     }
 
+    /// Notes an unusable listed item: warned about the first time only (the API lists it
+    /// again until someone deals with it; its text is escaped).
+    fn skip(&self, id: &str, why: &str) {
+        let id: String = crate::client::escape(id).chars().take(80).collect();
+        let mut seen = self.unusable.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < MAX_REMEMBERED_UNUSABLE && seen.insert(id.clone()) {
+            warn!(request_id = %id, "skipping a request the API listed: {}", crate::client::escape(why));
+        } else {
+            debug!(request_id = %id, "skipping an unusable request again");
+        }
+    }
+
     /// Whether any spool directory already holds a request or record with this id.
     fn in_spool(&self, id: &RequestId) -> bool {
         SPOOL_DIRS.iter().any(|dir| {
@@ -337,8 +384,10 @@ impl Bridge {
 
 /// Requests asked for per listing.
 const BATCH: usize = 100;
-/// Listings per pull before yielding to the other steps.
-const MAX_BATCHES_PER_PULL: usize = 50;
+/// `--max-pull` by default: new envelopes written a round.
+pub const DEFAULT_MAX_PULL: usize = 100;
+/// Unusable ids remembered (so that each is warned about once).
+const MAX_REMEMBERED_UNUSABLE: usize = 10_000;
 /// Where new requests go.
 const INCOMING: &str = "incoming";
 /// Every place a request (or its record) can be in a spool (DESIGN §2).

@@ -7,6 +7,7 @@ mod adversarial;
 mod client;
 mod config;
 mod daemon;
+mod distrust;
 mod e2e;
 mod init;
 mod ledger;

@@ -20,7 +20,7 @@ pub mod router;
 pub mod sync;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -177,27 +177,95 @@ impl AppState {
 
 /// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests (ending
 /// long-polls early), flushes the store and returns.
+///
+/// The accept loop is ours rather than `axum::serve`'s, for the front door DESIGN §5 asks for:
+/// request headers must arrive within [`HEADER_READ_TIMEOUT`] (hyper's timer also closes a
+/// keep-alive connection that sends nothing for that long), and at most `max_connections`
+/// connections are open at once; past that, new connections wait in the kernel's backlog
+/// (logged once per episode) until an idle one is cut, so an honest client is still served.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
     let app = router::router(state.clone());
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
-    let signal_state = state.clone();
-    let result = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        signal_state.shutdown.send_replace(true);
-    })
-    .await;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    let mut at_limit = false;
+    loop {
+        let permit = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if !at_limit {
+                    tracing::warn!(
+                        max_connections,
+                        "connection limit reached: new connections wait until one closes \
+                         (idle ones are cut after 10 s); raise --max-connections if this is load"
+                    );
+                    at_limit = true;
+                }
+                tokio::select! {
+                    p = Arc::clone(&slots).acquire_owned() => p.expect("the semaphore is never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: wait a moment rather than spin.
+                    tracing::error!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if at_limit && slots.available_permits() > 0 {
+            tracing::info!("connections are below the limit again");
+            at_limit = false;
+        }
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(request.map(axum::body::Body::new))
+            },
+        );
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    state.shutdown.send_replace(true);
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the grace period; closing them");
+    }
     housekeeping.abort();
     state.store.shutdown().await;
-    result
+    Ok(())
 }
 
 /// Purges expired rows and prunes the rate limiter, periodically.
@@ -224,6 +292,13 @@ async fn housekeeping(state: AppState) {
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// Request headers must arrive within this (DESIGN §5, Robustness).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--max-connections` by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// How long in-flight requests may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// How often the time of the last sync call is written to the database.
 const SYNC_PERSIST_INTERVAL_MS: i64 = 30_000;

@@ -57,6 +57,9 @@ pub struct Args {
     /// /health reports degraded when sync has not called for this long [default: 15m]
     #[arg(long, value_name = "DURATION")]
     pub sync_stale_after: Option<String>,
+    /// Most connections open at once; more wait until one closes [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Time limit for one request [default: 30s]
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,
@@ -99,6 +102,13 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
     let sync_stale_after =
         duration_flag("--sync-stale-after", args.sync_stale_after, &None, "15m")?;
     let request_timeout = duration_flag("--request-timeout", args.request_timeout, &None, "30s")?;
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(api::DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(Fail::usage("--max-connections must be at least 1"));
+    }
 
     let token_file = args
         .sync_token_file
@@ -212,7 +222,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
             }
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         };
-        api::serve(listener, state, shutdown)
+        api::serve(listener, state, max_connections, shutdown)
             .await
             .context("the HTTP server failed")?;
         tracing::info!("stopped");

@@ -50,13 +50,34 @@ impl DbUrl {
     }
 }
 
-/// How long rows are kept (`--pending-ttl`, `--result-ttl`).
+/// How long rows are kept (`--pending-ttl`, `--result-ttl`; DESIGN §5, Lifetimes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
-    /// A pending request is gone this long after its submission or its last pending record.
+    /// How long a request may wait for `sync` to take it. Once acknowledged (or once a
+    /// `pending` result arrived: held for an operator) it is kept until its result arrives.
     pub pending_ttl: Duration,
     /// A decided request is gone this long after its result was stored.
     pub result_ttl: Duration,
+}
+
+/// Whether a request row has expired at `now`: a request still waiting for `sync` (not
+/// acknowledged, no record) after `pending_ttl`, a decided one after `result_ttl`; an
+/// acknowledged or held request never expires. Both backends apply this rule (in SQL too).
+pub(crate) fn is_expired(
+    status: &str,
+    waiting_for_sync: bool,
+    updated_at: i64,
+    now: i64,
+    retention: Retention,
+) -> bool {
+    let ttl = if status != crate::request::Status::Pending.as_str() {
+        retention.result_ttl
+    } else if waiting_for_sync {
+        retention.pending_ttl
+    } else {
+        return false;
+    };
+    updated_at.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)) <= now
 }
 
 /// A request accepted by `POST /api/v1/csr`.

@@ -97,7 +97,7 @@ impl SqliteStore {
         self.readers.with(|c| {
             let row = c
                 .prepare_cached(
-                    "SELECT type, submitted_at, status, record, updated_at \
+                    "SELECT type, submitted_at, status, record, updated_at, acked_at \
                      FROM requests WHERE request_id = ?1",
                 )?
                 .query_row([id.as_str()], |r| {
@@ -107,18 +107,15 @@ impl SqliteStore {
                         r.get::<_, String>(2)?,
                         r.get::<_, Option<String>>(3)?,
                         r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
                     ))
                 })
                 .optional()?;
-            let Some((kind, submitted_at, status, record, updated_at)) = row else {
+            let Some((kind, submitted_at, status, record, updated_at, acked_at)) = row else {
                 return Ok(None);
             };
-            let ttl = if status == Status::Pending.as_str() {
-                retention.pending_ttl
-            } else {
-                retention.result_ttl
-            };
-            if updated_at.saturating_add(millis(ttl)) <= now {
+            let waiting = acked_at.is_none() && record.is_none();
+            if super::is_expired(&status, waiting, updated_at, now, retention) {
                 return Ok(None);
             }
             let record = record
@@ -257,8 +254,8 @@ impl SqliteStore {
         let cutoff = now.saturating_sub(millis(self.retention.pending_ttl));
         self.read(move |c| {
             Ok(c.prepare_cached(
-                "SELECT COUNT(*), MIN(submitted_at) FROM requests \
-                 WHERE status = 'pending' AND updated_at > ?1",
+                "SELECT COUNT(*), MIN(submitted_at) FROM requests WHERE status = 'pending' \
+                 AND (acked_at IS NOT NULL OR record IS NOT NULL OR updated_at > ?1)",
             )?
             .query_row([cutoff], |r| {
                 Ok(Stats {
@@ -555,8 +552,8 @@ fn purge(c: &Connection, now: i64, retention: Retention) -> Result<u64, StoreErr
     let n = c
         .prepare_cached(
             "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE \
-             (status = 'pending' AND updated_at <= ?1) OR \
-             (status <> 'pending' AND updated_at <= ?2) LIMIT ?3)",
+             (status = 'pending' AND acked_at IS NULL AND record IS NULL AND updated_at <= ?1) \
+             OR (status <> 'pending' AND updated_at <= ?2) LIMIT ?3)",
         )?
         .execute(params![pending_cutoff, result_cutoff, PURGE_CHUNK as i64])?;
     Ok(n as u64)
@@ -728,6 +725,50 @@ mod tests {
         let store = SqliteStore::open(&path, retention()).unwrap();
         let new = RequestId::parse("new").unwrap();
         assert!(store.request(&new, 10_000).unwrap().is_some());
+        store.shutdown().await;
+    }
+
+    /// Issue 10: once sync has taken a request, `--pending-ttl` no longer applies; a pending
+    /// (held) result keeps it too; its final result then lives for `--result-ttl`.
+    #[tokio::test]
+    async fn issue_10_acknowledged_requests_live_until_their_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), retention()).unwrap();
+        for id in ["acked", "held", "waiting"] {
+            store.insert(new_request(id, 0)).await.unwrap();
+        }
+        let id = |s: &str| RequestId::parse(s).unwrap();
+        store.acknowledge(vec![id("acked")], 1_000).await.unwrap();
+        let held = StatusRecord::pending(id("held"), "webhook", "held".into());
+        store.record_results(vec![held], 2_000).await.unwrap();
+        let late = 1_000_000;
+        assert!(store.request(&id("waiting"), late).unwrap().is_none());
+        assert!(store.request(&id("acked"), late).unwrap().is_some());
+        assert!(store.request(&id("held"), late).unwrap().is_some());
+        assert_eq!(store.stats(late).await.unwrap().pending, 2);
+        assert_eq!(
+            store.purge(late).await.unwrap(),
+            1,
+            "only the one sync never took"
+        );
+        let outcome = store
+            .record_results(vec![approved("acked", "PEM")], late)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            vec![ResultOutcome::Updated],
+            "not reported unknown"
+        );
+        assert!(store
+            .request(&id("acked"), late + 99_999)
+            .unwrap()
+            .is_some());
+        assert!(store
+            .request(&id("acked"), late + 100_000)
+            .unwrap()
+            .is_none());
+        assert_eq!(store.purge(late + 100_000).await.unwrap(), 1);
         store.shutdown().await;
     }
 

@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod pin;
 pub mod published;
 pub mod rate_limit;
+pub mod revocations;
 pub mod router;
 pub mod sync;
 

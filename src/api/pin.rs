@@ -162,6 +162,20 @@ impl PinnedCa {
         })
     }
 
+    /// Whether `cert` was issued by this CA: it chains to the pinned root through the pinned
+    /// or published intermediates (and is valid now).
+    pub fn check_issued(
+        &self,
+        cert: &X509Ref,
+        published_chain: Option<&[u8]>,
+    ) -> Result<(), LeafError> {
+        let mut anchors = self.anchors.clone();
+        if let Some(extra) = published_chain.and_then(|p| X509::stack_from_pem(p).ok()) {
+            anchors.intermediates.extend(extra);
+        }
+        verify::verify_path(cert, &[], &anchors)
+    }
+
     /// Checks a pushed `ca.crt`: the pinned chain, or a new issuing CA (and intermediates)
     /// signed by the pinned root and ending in it.
     pub fn check_chain_upload(&self, body: &[u8]) -> Result<(), Refusal> {

@@ -14,7 +14,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::error::{json_errors, ApiError};
-use super::{csr, health, metrics, openapi, published, sync, AppState};
+use super::{csr, health, metrics, openapi, published, revocations, sync, AppState};
 
 /// Builds the application.
 pub fn router(state: AppState) -> Router {
@@ -29,6 +29,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/csr", public(post(csr::post_csr), timeout))
         .route("/api/v1/csr/{id}", public(get(csr::get_csr), timeout))
+        .route(
+            "/api/v1/revocations",
+            public(post(revocations::post_revocation), timeout),
+        )
+        .route(
+            "/api/v1/revocations/{id}",
+            public(get(revocations::get_revocation), timeout),
+        )
         .route("/api/v1/crl", public(get(published::get_crl), timeout))
         .route(
             "/api/v1/ca.crt",

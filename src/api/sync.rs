@@ -38,6 +38,11 @@ pub struct RequestsResponse {
     /// Pending requests not yet acknowledged, oldest first, as spool envelopes.
     #[schema(value_type = Vec<SyncEnvelope>)]
     pub requests: Vec<crate::request::Envelope>,
+    /// Revocation requests not yet acknowledged, oldest first (their proofs verified here;
+    /// sync writes each as `incoming/<id>.revoke.json`); acknowledged with the same
+    /// `POST /api/v1/sync/ack`.
+    #[schema(value_type = Vec<Object>)]
+    pub revocations: Vec<crate::store::RevocationEnvelope>,
 }
 
 /// A request envelope, exactly as `incoming/<id>.json` of the spool (DESIGN §2).
@@ -79,7 +84,12 @@ pub struct AckResponse {
 pub struct ResultsRequest {
     /// Status records as in `status/<id>.json` (DESIGN §2).
     #[schema(value_type = Vec<Object>)]
+    #[serde(default)]
     pub results: Vec<StatusRecord>,
+    /// Revocation records as in `status/<id>.revoke.json` (DESIGN §9).
+    #[schema(value_type = Vec<Object>)]
+    #[serde(default)]
+    pub revocations: Vec<crate::lifecycle::revocation::RevocationRecord>,
 }
 
 /// Answer of `POST /api/v1/sync/results`: every pushed id in exactly one list. The status is
@@ -133,11 +143,19 @@ pub async fn list_requests(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let requests = app.store.unacknowledged(limit, now_ms()).await?;
+        let revocations = app
+            .store
+            .unacknowledged_revocations(limit, now_ms())
+            .await?;
         if !requests.is_empty()
+            || !revocations.is_empty()
             || tokio::time::Instant::now() >= deadline
             || *shutdown.borrow_and_update()
         {
-            return Ok(Json(RequestsResponse { requests }));
+            return Ok(Json(RequestsResponse {
+                requests,
+                revocations,
+            }));
         }
         tokio::select! {
             () = &mut notified => {}
@@ -218,9 +236,21 @@ pub async fn results(
 ) -> Result<(StatusCode, Json<ResultsResponse>), ApiError> {
     require_json(&headers)?;
     let request: ResultsRequest = parse_json(&body)?;
-    if request.results.len() > MAX_BATCH {
-        return Err(too_many(request.results.len()));
+    if request.results.len() + request.revocations.len() > MAX_BATCH {
+        return Err(too_many(request.results.len() + request.revocations.len()));
     }
+    let revocation_ids: Vec<String> = request
+        .revocations
+        .iter()
+        .map(|r| r.request_id.to_string())
+        .collect();
+    let revocation_outcomes = if request.revocations.is_empty() {
+        Vec::new()
+    } else {
+        app.store
+            .record_revocation_results(request.revocations, now_ms())
+            .await?
+    };
     let mut answer = ResultsResponse::default();
     let mut checked = Vec::with_capacity(request.results.len());
     for record in request.results {
@@ -238,8 +268,10 @@ pub async fn results(
             }
         }
     }
-    let ids: Vec<String> = checked.iter().map(|r| r.request_id.to_string()).collect();
-    let outcomes = app.store.record_results(checked, now_ms()).await?;
+    let mut ids: Vec<String> = checked.iter().map(|r| r.request_id.to_string()).collect();
+    let mut outcomes = app.store.record_results(checked, now_ms()).await?;
+    ids.extend(revocation_ids);
+    outcomes.extend(revocation_outcomes);
     for (id, outcome) in ids.into_iter().zip(outcomes) {
         match outcome {
             ResultOutcome::Updated => answer.updated.push(id),

@@ -85,6 +85,79 @@ pub fn published_chain(spool: &Path) -> Result<String, ClientError> {
     }
 }
 
+/// Writes `incoming/<id>.revoke.json` (DESIGN §9: serial, reason, proof) and returns its id.
+pub fn submit_revocation(
+    spool: &Path,
+    serial: &str,
+    reason: &str,
+    proof: &str,
+) -> Result<RequestId, ClientError> {
+    let incoming = spool.join("incoming");
+    if !incoming.is_dir() {
+        fs::create_dir(&incoming)
+            .or_else(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|source| ClientError::Io {
+                what: "cannot create",
+                path: incoming.clone(),
+                source,
+            })?;
+    }
+    let id = RequestId::generate();
+    let body = serde_json::json!({"serial": serial, "reason": reason, "proof": proof});
+    let bytes = serde_json::to_vec_pretty(&body).expect("JSON values serialise");
+    let path = incoming.join(format!("{id}.revoke.json"));
+    fsx::write_new(&path, &bytes, fsx::MODE_PUBLIC).map_err(|source| ClientError::Io {
+        what: "cannot write the revocation request",
+        path,
+        source,
+    })?;
+    Ok(id)
+}
+
+/// Reads `status/<id>.revoke.json` (no-follow, bounded), if it exists.
+pub fn read_revocation_status(
+    spool: &Path,
+    id: &RequestId,
+) -> Result<Option<super::api::RevocationState>, ClientError> {
+    let path = spool.join("status").join(format!("{id}.revoke.json"));
+    let bytes = match fsx::read_untrusted(&path, MAX_STATUS_BYTES) {
+        Ok(Untrusted::Content(bytes)) => bytes,
+        Ok(_) => {
+            return Err(ClientError::BadAnswer(format!(
+                "{} is not a regular file of a sane size",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ClientError::Io {
+                what: "cannot read",
+                path,
+                source,
+            })
+        }
+    };
+    let state: super::api::RevocationState = serde_json::from_slice(&bytes).map_err(|e| {
+        ClientError::BadAnswer(format!(
+            "{} is not a revocation record: {e}",
+            path.display()
+        ))
+    })?;
+    if state.request_id != id.as_str() {
+        return Err(ClientError::BadAnswer(format!(
+            "{} is for another request",
+            path.display()
+        )));
+    }
+    Ok(Some(state.escaped()))
+}
+
 /// Where a request stands in a spool.
 #[derive(Debug)]
 pub enum Found {

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::lifecycle::revocation::RevocationRecord;
 use crate::request::{Envelope, RequestId, RequestType, StatusRecord};
 
 pub use sqlite::SqliteStore;
@@ -104,6 +105,45 @@ pub struct StoredRequest {
     pub submitted_at: i64,
     /// The latest status record pushed by sync, if any.
     pub record: Option<StatusRecord>,
+}
+
+/// A revocation request accepted by `POST /api/v1/revocations` (its proof verified).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRevocation {
+    /// Its fresh id.
+    pub id: RequestId,
+    /// The certificate's serial, 32 lowercase hex digits.
+    pub serial: String,
+    /// RFC 5280 reason name.
+    pub reason: String,
+    /// The base64 proof (DESIGN §9).
+    pub proof: String,
+    /// Submission time, Unix ms.
+    pub submitted_at: i64,
+}
+
+/// A revocation request as `sync` carries it to the spool (`incoming/<id>.revoke.json`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RevocationEnvelope {
+    /// The revocation request's id.
+    pub request_id: String,
+    /// The certificate's serial.
+    pub serial: String,
+    /// RFC 5280 reason name.
+    pub reason: String,
+    /// The base64 proof.
+    pub proof: String,
+}
+
+/// A stored revocation request as `GET /api/v1/revocations/{id}` needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRevocation {
+    /// The certificate's serial.
+    pub serial: String,
+    /// RFC 5280 reason name.
+    pub reason: String,
+    /// The latest record pushed by sync, if any.
+    pub record: Option<RevocationRecord>,
 }
 
 /// What became of one pushed status record.
@@ -251,7 +291,8 @@ impl Store {
         }
     }
 
-    /// Marks requests acknowledged; for each id, whether it is known.
+    /// Marks requests (certificate or revocation requests) acknowledged; for each id, whether
+    /// it is known.
     pub async fn acknowledge(
         &self,
         ids: Vec<RequestId>,
@@ -259,6 +300,46 @@ impl Store {
     ) -> Result<Vec<bool>, StoreError> {
         match self {
             Self::Sqlite(s) => s.acknowledge(ids, now).await,
+        }
+    }
+
+    /// Stores a new revocation request durably.
+    pub async fn insert_revocation(&self, revocation: NewRevocation) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.insert_revocation(revocation).await,
+        }
+    }
+
+    /// A revocation request by id; `None` when unknown or expired at `now`.
+    pub async fn revocation(
+        &self,
+        id: &RequestId,
+        now: i64,
+    ) -> Result<Option<StoredRevocation>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.revocation(id, now).await,
+        }
+    }
+
+    /// Up to `limit` unexpired revocation requests not yet acknowledged, oldest first.
+    pub async fn unacknowledged_revocations(
+        &self,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<RevocationEnvelope>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.unacknowledged_revocations(limit, now).await,
+        }
+    }
+
+    /// Stores revocation records (`status/<id>.revoke.json`); one outcome per record.
+    pub async fn record_revocation_results(
+        &self,
+        records: Vec<RevocationRecord>,
+        now: i64,
+    ) -> Result<Vec<ResultOutcome>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.record_revocation_results(records, now).await,
         }
     }
 
@@ -332,6 +413,36 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.shutdown().await,
         }
+    }
+}
+
+/// The stored status text of a revocation record.
+pub(crate) fn revocation_status(s: crate::lifecycle::revocation::RevocationStatus) -> &'static str {
+    use crate::lifecycle::revocation::RevocationStatus;
+    match s {
+        RevocationStatus::Pending => "pending",
+        RevocationStatus::Revoked => "revoked",
+        RevocationStatus::Denied => "denied",
+    }
+}
+
+/// What a pushed revocation record does to a stored one: a final state is never replaced by
+/// a different one; the same again changes nothing.
+pub(crate) fn revocation_outcome(
+    stored_status: &str,
+    stored: Option<&RevocationRecord>,
+    pushed: &RevocationRecord,
+) -> ResultOutcome {
+    match stored {
+        Some(old) if stored_status != "pending" => {
+            if old.status == pushed.status && old.serial == pushed.serial {
+                ResultOutcome::Unchanged
+            } else {
+                ResultOutcome::Conflict
+            }
+        }
+        Some(old) if old == pushed => ResultOutcome::Unchanged,
+        _ => ResultOutcome::Updated,
     }
 }
 

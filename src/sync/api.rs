@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::SyncError;
 use crate::client::http::{Answer, Transport};
+use crate::lifecycle::revocation::RevocationRecord;
 use crate::request::{Envelope, RequestId, StatusRecord};
+use crate::store::RevocationEnvelope;
 
 /// The sync endpoints of one API.
 #[derive(Clone, Debug)]
@@ -25,6 +27,8 @@ pub struct SyncApi {
 pub enum Pending {
     /// A usable envelope.
     Envelope(Envelope),
+    /// A usable revocation request (for `incoming/<id>.revoke.json`).
+    Revocation(RevocationEnvelope),
     /// An element we cannot use (its id if it had one, and why); never delivered, never
     /// acknowledged.
     Unusable(Option<String>, String),
@@ -89,9 +93,13 @@ impl SyncApi {
         #[derive(Deserialize)]
         struct List {
             requests: Vec<serde_json::Value>,
+            #[serde(default)]
+            revocations: Vec<serde_json::Value>,
         }
         let list: List = answer.json()?;
-        Ok(list.requests.into_iter().map(pending).collect())
+        let mut out: Vec<Pending> = list.requests.into_iter().map(pending).collect();
+        out.extend(list.revocations.into_iter().map(pending_revocation));
+        Ok(out)
     }
 
     /// `POST /sync/ack {"ids": […]}`: the API stops listing these.
@@ -109,15 +117,24 @@ impl SyncApi {
         Ok(())
     }
 
-    /// `POST /sync/results {"results": […]}`.
-    pub fn results(&self, records: &[StatusRecord]) -> Result<ResultsReport, SyncError> {
+    /// `POST /sync/results {"results": […], "revocations": […]}`.
+    pub fn results(
+        &self,
+        records: &[StatusRecord],
+        revocations: &[RevocationRecord],
+    ) -> Result<ResultsReport, SyncError> {
         #[derive(Serialize)]
         struct Results<'a> {
             results: &'a [StatusRecord],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            revocations: &'a [RevocationRecord],
         }
         let answer = self.transport.post_json(
             "/sync/results",
-            &Results { results: records },
+            &Results {
+                results: records,
+                revocations,
+            },
             self.timeout,
         )?;
         // 409 and 422 carry the per-id report too (a conflicting or refused record does not
@@ -251,6 +268,40 @@ fn pending(value: serde_json::Value) -> Pending {
         metadata,
         submitted_at: wire.submitted_at,
     })
+}
+
+/// Reads one listed revocation request: `{request_id, serial, reason, proof}`, each checked as
+/// the API and the signer check them.
+fn pending_revocation(value: serde_json::Value) -> Pending {
+    let id = value
+        .get("request_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let wire: RevocationEnvelope = match serde_json::from_value(value) {
+        Ok(w) => w,
+        Err(e) => return Pending::Unusable(id, format!("not a revocation request: {e}")),
+    };
+    if let Err(e) = RequestId::parse(&wire.request_id) {
+        return Pending::Unusable(id, e.to_string());
+    }
+    let serial_ok = crate::signer::serial::Serial::parse(&wire.serial)
+        .is_some_and(|s| s.to_hex() == wire.serial);
+    if !serial_ok {
+        return Pending::Unusable(id, "its serial is not 32 lowercase hex digits".into());
+    }
+    if crate::lifecycle::revocation::parse_reason(&wire.reason).is_err() {
+        return Pending::Unusable(id, "its reason is not an RFC 5280 reason name".into());
+    }
+    let proof_ok = !wire.proof.is_empty()
+        && wire.proof.len() <= crate::proof::MAX_PROOF_CHARS
+        && wire
+            .proof
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+    if !proof_ok {
+        return Pending::Unusable(id, "its proof is not base64 of a sane size".into());
+    }
+    Pending::Revocation(wire)
 }
 
 /// The API's limits on a request (`api::csr`), applied again to what is pulled.

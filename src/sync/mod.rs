@@ -2,10 +2,12 @@
 //!
 //! One round has three steps, each idempotent:
 //! 1. **pull**: pending requests listed by the API become envelopes in `incoming/` (written
-//!    through a dot-named temp and `link(2)`, never replacing anything), then are
-//!    acknowledged, only once they are durable;
-//! 2. **push**: status records in `status/` (pending, approved, denied) go to the API, each
-//!    (id, status) once;
+//!    through a dot-named temp and `link(2)`, never replacing anything), and revocation
+//!    requests become `incoming/<id>.revoke.json` (DESIGN §9), then are acknowledged, only
+//!    once they are durable; what is pulled gets the API's own limits, at most `--max-pull`
+//!    new files a round;
+//! 2. **push**: status records in `status/` (pending, approved, denied; and the revocation
+//!    records `<id>.revoke.json`) go to the API, each (id, status) once;
 //! 3. **publish**: `published/ca.crt`, `ca.crl` and `ledger-checkpoint.json` are uploaded when
 //!    their content changed.
 //!
@@ -285,11 +287,39 @@ impl Bridge {
     pub fn deliver(&self, batch: Vec<Pending>, quota: usize) -> Result<PullReport, SyncError> {
         let mut report = PullReport::default();
         let mut fresh: Vec<RequestId> = Vec::new();
+        let mut fresh_revocations: Vec<RequestId> = Vec::new();
         let mut ack: Vec<RequestId> = Vec::new();
         let mut failure = None;
         for item in batch {
             let envelope = match item {
                 Pending::Envelope(e) => e,
+                Pending::Revocation(r) => {
+                    let Ok(id) = RequestId::parse(&r.request_id) else {
+                        continue; // checked when listed
+                    };
+                    if self.state.is_revocation_delivered(&id) || self.revocation_in_spool(&id) {
+                        report.present += 1;
+                        ack.push(id);
+                        continue;
+                    }
+                    if failure.is_some() || report.delivered >= quota {
+                        continue;
+                    }
+                    match self.write_revocation(&id, &r) {
+                        Ok(fresh_file) => {
+                            if fresh_file {
+                                tracing::info!(request_id = %id, serial = %r.serial, "revocation request delivered to incoming/");
+                                report.delivered += 1;
+                                fresh_revocations.push(id.clone());
+                            } else {
+                                report.present += 1;
+                            }
+                            ack.push(id);
+                        }
+                        Err(e) => failure = Some(e),
+                    }
+                    continue;
+                }
                 Pending::Unusable(id, why) => {
                     self.skip(id.as_deref().unwrap_or("<no id>"), &why);
                     report.unusable += 1;
@@ -326,6 +356,15 @@ impl Bridge {
                 }
                 Err(e) => failure = Some(e),
             }
+        }
+        if !fresh_revocations.is_empty() {
+            self.state
+                .mark_revocations_delivered(&fresh_revocations)
+                .map_err(|source| SyncError::Spool {
+                    what: "cannot record delivered revocation requests in",
+                    path: self.state.root().to_path_buf(),
+                    source,
+                })?;
         }
         if !fresh.is_empty() {
             self.state
@@ -364,6 +403,34 @@ impl Bridge {
                 .iter()
                 .any(|ext| self.spool.join(dir).join(format!("{id}.{ext}")).exists())
         })
+    }
+
+    /// Whether any spool directory already holds `<id>.revoke.json`.
+    fn revocation_in_spool(&self, id: &RequestId) -> bool {
+        SPOOL_DIRS.iter().any(|dir| {
+            fs::symlink_metadata(self.spool.join(dir).join(format!("{id}.revoke.json"))).is_ok()
+        })
+    }
+
+    /// Writes `incoming/<id>.revoke.json` in exactly DESIGN §9's form; `Ok(false)` when a file
+    /// of that name appeared meanwhile.
+    fn write_revocation(
+        &self,
+        id: &RequestId,
+        r: &crate::store::RevocationEnvelope,
+    ) -> Result<bool, SyncError> {
+        let path = self.spool.join(INCOMING).join(format!("{id}.revoke.json"));
+        let body = serde_json::json!({"serial": r.serial, "reason": r.reason, "proof": r.proof});
+        let bytes = serde_json::to_vec_pretty(&body).expect("JSON values serialise");
+        match fsx::write_new(&path, &bytes, fsx::MODE_PUBLIC) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(source) => Err(SyncError::Spool {
+                what: "cannot write",
+                path,
+                source,
+            }),
+        }
     }
 
     /// `Ok(false)` when a file of that name appeared meanwhile (someone else delivered it).

@@ -10,6 +10,7 @@ mod daemon;
 mod distrust;
 mod e2e;
 mod front_door;
+mod holder_revocation;
 mod init;
 mod ledger;
 mod lifecycle;

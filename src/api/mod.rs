@@ -74,8 +74,9 @@ pub struct Inner {
     pub limiter: Option<RateLimiter>,
     /// See [`Config::trusted_proxies`].
     pub trusted_proxies: Vec<IpAddr>,
-    /// Woken whenever a request is stored (sync long-polls wait on it).
-    pub new_requests: Notify,
+    /// Woken whenever a request is stored, here or (PostgreSQL `NOTIFY`) on another instance;
+    /// sync long-polls wait on it.
+    pub new_requests: Arc<Notify>,
     /// Becomes `true` when the server starts shutting down (ends long-polls).
     pub shutdown: watch::Sender<bool>,
     /// Request counters.
@@ -113,6 +114,7 @@ impl AppState {
             .rate_limit
             .is_enabled()
             .then(|| RateLimiter::new(config.rate_limit));
+        let new_requests = store.wakeups().unwrap_or_default();
         Ok(Self(Arc::new(Inner {
             store,
             policy: RwLock::new(Arc::new(config.policy)),
@@ -123,7 +125,7 @@ impl AppState {
                 .into_iter()
                 .map(rate_limit::canonical)
                 .collect(),
-            new_requests: Notify::new(),
+            new_requests,
             shutdown: watch::Sender::new(false),
             metrics: Metrics::default(),
             sync_stale_after: config.sync_stale_after,
@@ -155,6 +157,32 @@ impl AppState {
     /// When sync last called, Unix ms.
     pub fn last_sync_ms(&self) -> Option<i64> {
         Some(self.last_sync.load(Ordering::Relaxed)).filter(|t| *t > 0)
+    }
+
+    /// Takes one POST from `client`'s rate limit: counted in the database when it is shared
+    /// by several instances (PostgreSQL), else in memory. `Err` is the `429` to answer.
+    pub async fn check_rate(&self, client: IpAddr) -> Result<(), error::ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        let key = rate_limit::bucket_key(client).to_string();
+        let limit = limiter.limit();
+        let verdict = match self
+            .store
+            .rate_check(&key, limit.count, limit.period, now_ms())
+            .await
+        {
+            Some(shared) => shared?,
+            None => limiter.check(client, std::time::Instant::now()),
+        };
+        verdict.map_err(|wait| {
+            let mut e = error::ApiError::new(
+                error::ErrorKind::RateLimited,
+                format!("too many requests from {client}: try again in {wait} seconds"),
+            );
+            e.retry_after = Some(wait);
+            e
+        })
     }
 
     /// Notes a sync call; persisted at most every [`SYNC_PERSIST_INTERVAL_MS`] so that a
@@ -273,7 +301,7 @@ pub async fn serve(
 async fn housekeeping(state: AppState) {
     let every = state
         .pending_ttl
-        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        .clamp(Duration::from_secs(1), Duration::from_secs(15));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -285,6 +313,16 @@ async fn housekeeping(state: AppState) {
         }
         if let Some(limiter) = &state.limiter {
             limiter.prune(std::time::Instant::now());
+        }
+        // Other instances may have taken an upload or a sync call: re-read what /health and
+        // /metrics report.
+        if let Ok(Some(p)) = state.store.published(Artifact::Crl).await {
+            if let Some(info) = CrlInfo::from_der(&p.body) {
+                *state.crl.write().unwrap_or_else(|p| p.into_inner()) = Some(info);
+            }
+        }
+        if let Ok(Some(t)) = state.store.last_sync().await {
+            state.last_sync.fetch_max(t, Ordering::Relaxed);
         }
     }
 }

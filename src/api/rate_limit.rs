@@ -125,6 +125,11 @@ impl RateLimiter {
         }
     }
 
+    /// The limit.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
     /// Takes one token for `client` at `now`; `Err(seconds)` to wait when none is left.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), u64> {
         let key = bucket_key(client);
@@ -210,7 +215,8 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn bucket_key(ip: IpAddr) -> IpAddr {
+/// The bucket of an address: itself for IPv4, its /64 for IPv6.
+pub fn bucket_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {

@@ -82,17 +82,8 @@ pub async fn post_revocation(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<RevocationResponse>), ApiError> {
-    if let Some(limiter) = &app.limiter {
-        let client = client_addr(peer, &headers, &app.trusted_proxies);
-        if let Err(wait) = limiter.check(client, std::time::Instant::now()) {
-            let mut e = ApiError::new(
-                ErrorKind::RateLimited,
-                format!("too many requests from {client}: try again in {wait} seconds"),
-            );
-            e.retry_after = Some(wait);
-            return Err(e);
-        }
-    }
+    app.check_rate(client_addr(peer, &headers, &app.trusted_proxies))
+        .await?;
     require_json(&headers)?;
     let request: PostRevocationRequest = parse_json(&body)?;
     let Some(ca) = &app.ca else {

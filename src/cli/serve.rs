@@ -21,7 +21,7 @@ use crate::cli::settings::DEFAULT_POLICY;
 use crate::cli::Settings;
 use crate::error::{ExitStatus, Fail};
 use crate::policy::Policy;
-use crate::store::{DbUrl, Retention, Store, StoreError};
+use crate::store::{DbSecret, DbUrl, Retention, Store, StoreError};
 
 /// Flags of `serve`.
 #[derive(Debug, clap::Args)]
@@ -30,9 +30,14 @@ pub struct Args {
     /// address is printed on stdout as `listening on ADDR`
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Database URL: sqlite:PATH [default: sqlite:<state>/serve.sqlite3]
+    /// Database URL: sqlite:PATH, or postgres://user@host:port/db for several instances on
+    /// one database (no password in it) [default: sqlite:<state>/serve.sqlite3]
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
+    /// File with the PostgreSQL password (mode 0600; a trailing newline is ignored); without
+    /// it PGPASSFILE or ~/.pgpass is read, as libpq does
+    #[arg(long, value_name = "FILE")]
+    pub db_password_file: Option<PathBuf>,
     /// File with the bearer token of the /api/v1/sync/ endpoints (mode 0600; a trailing
     /// newline is ignored). Without it those endpoints answer 503
     #[arg(long, value_name = "FILE")]
@@ -137,20 +142,17 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
         };
     let policy = load_policy(settings)?;
 
-    let store = Store::open(
-        &db,
-        Retention {
-            pending_ttl,
-            result_ttl,
-        },
-    )
-    .map_err(|e| match e {
-        StoreError::Unsupported(_) | StoreError::BadUrl(_) | StoreError::SchemaTooNew { .. } => {
-            Fail::usage(e.to_string())
-        }
-        other => Fail::runtime(other.to_string()),
-    })?;
-
+    let secret = DbSecret {
+        password_file: args
+            .db_password_file
+            .clone()
+            .or_else(|| file.db_password_file.clone()),
+        allow_loose: settings.allow_loose_permissions,
+    };
+    let retention = Retention {
+        pending_ttl,
+        result_ttl,
+    };
     let listener = std::net::TcpListener::bind(&listen)
         .map_err(|e| Fail::runtime(format!("cannot listen on {listen}: {e}")))?;
     listener
@@ -183,6 +185,15 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
         let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        let store = Store::open(&db, retention, &secret)
+            .await
+            .map_err(|e| match e {
+                StoreError::BadUrl(_)
+                | StoreError::PasswordInUrl
+                | StoreError::Password { .. }
+                | StoreError::SchemaTooNew { .. } => Fail::usage(e.to_string()),
+                other => Fail::runtime(other.to_string()),
+            })?;
         let state = AppState::new(store, config)
             .await
             .map_err(|e| Fail::runtime(e.to_string()))?;
@@ -208,7 +219,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
         let _ = std::io::stdout().flush();
         tracing::info!(
             addr = %bound,
-            db = ?db,
+            db = %state.store.backend(),
             rate_limit = %rate_limit,
             pending_ttl = %crate::duration::format(pending_ttl),
             result_ttl = %crate::duration::format(result_ttl),

@@ -2,18 +2,20 @@
 //! the files the signer publishes (CRL, CA chain, ledger checkpoint) and a few facts (time of
 //! the last sync).
 //!
-//! Handlers see only [`Store`], an enum over backends (SQLite today; PostgreSQL can be added
-//! as a second variant without touching `api`). Every write is durable before its future
-//! resolves: a request the API answered `202` for survives a crash. Nothing here decides about
-//! a request (that is `policy`) and nothing here holds a key. Only `serve` uses this module;
-//! the signer's truth is the spool and the ledger, never the database.
+//! Handlers see only [`Store`], an enum over backends: embedded SQLite (one instance) and
+//! PostgreSQL (several instances behind a balancer on one database). Every write is durable
+//! before its future resolves: a request the API answered `202` for survives a crash.
+//! Nothing here decides about a request (that is `policy`) and nothing here holds a key. Only
+//! `serve` uses this module; the signer's truth is the spool and the ledger, never the
+//! database.
 //!
-//! Times are Unix milliseconds passed in by the caller, so that retention is testable.
-//!
-//! For a PostgreSQL variant (several `serve` instances behind a balancer), two things that
-//! are in-process today must move into the database: the wake-up of sync long-polls on a new
-//! request (`LISTEN`/`NOTIFY`) and the CRL dates `/health` reads (re-read on a timer).
+//! Times are Unix milliseconds passed in by the caller, so that retention is testable. The
+//! lifetime rule ([`is_expired`]) and the result rules ([`result_outcome`],
+//! [`revocation_outcome`]) are shared by both backends. What several instances must share
+//! lives in PostgreSQL: the long-poll wake-up (`LISTEN`/`NOTIFY`, [`Store::wakeups`]) and the
+//! rate limit ([`Store::rate_check`]).
 
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -23,6 +25,7 @@ use std::time::Duration;
 use crate::lifecycle::revocation::RevocationRecord;
 use crate::request::{Envelope, RequestId, RequestType, StatusRecord};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Where the database is: the value of `serve --db`.
@@ -30,7 +33,7 @@ pub use sqlite::SqliteStore;
 pub enum DbUrl {
     /// `sqlite:PATH` (also `sqlite://PATH`).
     Sqlite(PathBuf),
-    /// `postgres://…` or `postgresql://…` (recognised, not supported by this build).
+    /// `postgres://user@host:port/db` (or `postgresql://…`).
     Postgres(String),
 }
 
@@ -210,11 +213,22 @@ pub struct Stats {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// `--db` is not a URL this build understands.
-    #[error("{0:?} is not a database URL: use sqlite:PATH")]
+    #[error("{0:?} is not a database URL: use sqlite:PATH or postgres://user@host:port/db")]
     BadUrl(String),
-    /// The URL names a backend this build does not have.
-    #[error("{0} databases are not supported in this build: use --db sqlite:PATH")]
-    Unsupported(&'static str),
+    /// A password in the database URL (it would show in argv and process lists).
+    #[error(
+        "the database URL holds a password: remove it and put it in --db-password-file (mode \
+         0600) or ~/.pgpass"
+    )]
+    PasswordInUrl,
+    /// `--db-password-file` cannot be used.
+    #[error("cannot use the database password file {}: {message}", path.display())]
+    Password {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// The database could not be opened or its schema created.
     #[error("cannot open database {path}: {message}")]
     Open {
@@ -252,14 +266,69 @@ pub enum StoreError {
 pub enum Store {
     /// Embedded SQLite: one writer thread with group commit, a pool of readers.
     Sqlite(SqliteStore),
+    /// PostgreSQL, shared by several instances.
+    Postgres(PgStore),
+}
+
+/// How to reach the database's secret (`serve --db-password-file`).
+#[derive(Clone, Debug, Default)]
+pub struct DbSecret {
+    /// `--db-password-file`.
+    pub password_file: Option<PathBuf>,
+    /// `--allow-loose-permissions`.
+    pub allow_loose: bool,
 }
 
 impl Store {
     /// Opens (creating and migrating as needed) the database at `url`.
-    pub fn open(url: &DbUrl, retention: Retention) -> Result<Self, StoreError> {
+    pub async fn open(
+        url: &DbUrl,
+        retention: Retention,
+        secret: &DbSecret,
+    ) -> Result<Self, StoreError> {
         match url {
             DbUrl::Sqlite(path) => Ok(Self::Sqlite(SqliteStore::open(path, retention)?)),
-            DbUrl::Postgres(_) => Err(StoreError::Unsupported("PostgreSQL")),
+            DbUrl::Postgres(url) => Ok(Self::Postgres(
+                PgStore::open(
+                    url,
+                    secret.password_file.as_deref(),
+                    secret.allow_loose,
+                    retention,
+                )
+                .await?,
+            )),
+        }
+    }
+
+    /// `sqlite` or `postgresql` (for `/health` and logs).
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgresql",
+        }
+    }
+
+    /// Woken when another instance stores a request (PostgreSQL); `None` for SQLite, where
+    /// this process is the only writer.
+    pub fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(s) => Some(s.wakeups()),
+        }
+    }
+
+    /// Takes one token of the shared rate limit of `client` (PostgreSQL); `None` for SQLite,
+    /// whose single instance counts in memory.
+    pub async fn rate_check(
+        &self,
+        client: &str,
+        count: u32,
+        period: Duration,
+        now: i64,
+    ) -> Option<Result<Result<(), u64>, StoreError>> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(s) => Some(s.rate_check(client, count, period, now).await),
         }
     }
 
@@ -267,13 +336,20 @@ impl Store {
     pub async fn insert(&self, request: NewRequest) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.insert(request).await,
+            Self::Postgres(s) => s.insert(request).await,
         }
     }
 
     /// A request by id; `None` when unknown or expired at `now`.
-    pub fn request(&self, id: &RequestId, now: i64) -> Result<Option<StoredRequest>, StoreError> {
+    pub async fn request(
+        &self,
+        id: &RequestId,
+        now: i64,
+    ) -> Result<Option<StoredRequest>, StoreError> {
         match self {
+            // A point lookup by primary key: short enough to run on the calling thread.
             Self::Sqlite(s) => s.request(id, now),
+            Self::Postgres(s) => s.request(id, now).await,
         }
     }
 
@@ -281,6 +357,7 @@ impl Store {
     pub async fn content(&self, id: &RequestId) -> Result<Option<String>, StoreError> {
         match self {
             Self::Sqlite(s) => s.content(id).await,
+            Self::Postgres(s) => s.content(id).await,
         }
     }
 
@@ -288,6 +365,7 @@ impl Store {
     pub async fn unacknowledged(&self, limit: u32, now: i64) -> Result<Vec<Envelope>, StoreError> {
         match self {
             Self::Sqlite(s) => s.unacknowledged(limit, now).await,
+            Self::Postgres(s) => s.unacknowledged(limit, now).await,
         }
     }
 
@@ -300,6 +378,7 @@ impl Store {
     ) -> Result<Vec<bool>, StoreError> {
         match self {
             Self::Sqlite(s) => s.acknowledge(ids, now).await,
+            Self::Postgres(s) => s.acknowledge(ids, now).await,
         }
     }
 
@@ -307,6 +386,7 @@ impl Store {
     pub async fn insert_revocation(&self, revocation: NewRevocation) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.insert_revocation(revocation).await,
+            Self::Postgres(s) => s.insert_revocation(revocation).await,
         }
     }
 
@@ -318,6 +398,7 @@ impl Store {
     ) -> Result<Option<StoredRevocation>, StoreError> {
         match self {
             Self::Sqlite(s) => s.revocation(id, now).await,
+            Self::Postgres(s) => s.revocation(id, now).await,
         }
     }
 
@@ -329,6 +410,7 @@ impl Store {
     ) -> Result<Vec<RevocationEnvelope>, StoreError> {
         match self {
             Self::Sqlite(s) => s.unacknowledged_revocations(limit, now).await,
+            Self::Postgres(s) => s.unacknowledged_revocations(limit, now).await,
         }
     }
 
@@ -340,6 +422,7 @@ impl Store {
     ) -> Result<Vec<ResultOutcome>, StoreError> {
         match self {
             Self::Sqlite(s) => s.record_revocation_results(records, now).await,
+            Self::Postgres(s) => s.record_revocation_results(records, now).await,
         }
     }
 
@@ -351,6 +434,7 @@ impl Store {
     ) -> Result<Vec<ResultOutcome>, StoreError> {
         match self {
             Self::Sqlite(s) => s.record_results(records, now).await,
+            Self::Postgres(s) => s.record_results(records, now).await,
         }
     }
 
@@ -363,6 +447,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.publish(artifact, body, now).await,
+            Self::Postgres(s) => s.publish(artifact, body, now).await,
         }
     }
 
@@ -370,6 +455,7 @@ impl Store {
     pub async fn published(&self, artifact: Artifact) -> Result<Option<Published>, StoreError> {
         match self {
             Self::Sqlite(s) => s.published(artifact).await,
+            Self::Postgres(s) => s.published(artifact).await,
         }
     }
 
@@ -377,6 +463,7 @@ impl Store {
     pub async fn touch_sync(&self, now: i64) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.touch_sync(now).await,
+            Self::Postgres(s) => s.touch_sync(now).await,
         }
     }
 
@@ -384,13 +471,15 @@ impl Store {
     pub async fn last_sync(&self) -> Result<Option<i64>, StoreError> {
         match self {
             Self::Sqlite(s) => s.last_sync().await,
+            Self::Postgres(s) => s.last_sync().await,
         }
     }
 
     /// Checks that the database answers (a trivial read; cheap enough for every probe).
-    pub fn ping(&self) -> Result<(), StoreError> {
+    pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.ping(),
+            Self::Postgres(s) => s.ping().await,
         }
     }
 
@@ -398,6 +487,7 @@ impl Store {
     pub async fn stats(&self, now: i64) -> Result<Stats, StoreError> {
         match self {
             Self::Sqlite(s) => s.stats(now).await,
+            Self::Postgres(s) => s.stats(now).await,
         }
     }
 
@@ -405,6 +495,7 @@ impl Store {
     pub async fn purge(&self, now: i64) -> Result<u64, StoreError> {
         match self {
             Self::Sqlite(s) => s.purge(now).await,
+            Self::Postgres(s) => s.purge(now).await,
         }
     }
 
@@ -412,7 +503,33 @@ impl Store {
     pub async fn shutdown(&self) {
         match self {
             Self::Sqlite(s) => s.shutdown().await,
+            Self::Postgres(s) => s.shutdown().await,
         }
+    }
+}
+
+/// What a pushed status record does to a stored one (`status` is the stored status): a final
+/// result is never replaced by a different one; the same again changes nothing.
+pub(crate) fn result_outcome(
+    status: &str,
+    stored: Option<&StatusRecord>,
+    pushed: &StatusRecord,
+) -> ResultOutcome {
+    match stored {
+        Some(old) if status != crate::request::Status::Pending.as_str() => {
+            // Wording and times may differ; what was decided may not.
+            let same = old.status == pushed.status
+                && old.reason == pushed.reason
+                && old.certificate == pushed.certificate
+                && old.serial == pushed.serial;
+            if same {
+                ResultOutcome::Unchanged
+            } else {
+                ResultOutcome::Conflict
+            }
+        }
+        Some(old) if old == pushed => ResultOutcome::Unchanged,
+        _ => ResultOutcome::Updated,
     }
 }
 
@@ -460,6 +577,10 @@ mod tests {
             DbUrl::parse("sqlite://rel.db").unwrap(),
             DbUrl::Sqlite("rel.db".into())
         );
+        assert!(matches!(
+            DbUrl::parse("postgresql://u@h:5432/db").unwrap(),
+            DbUrl::Postgres(_)
+        ));
         assert!(matches!(
             DbUrl::parse("postgres://u@h/db").unwrap(),
             DbUrl::Postgres(_)

@@ -24,7 +24,7 @@ use super::{
     Stats, StoreError, StoredRequest, StoredRevocation,
 };
 use crate::lifecycle::revocation::RevocationRecord;
-use crate::request::{Envelope, RequestId, Status, StatusRecord};
+use crate::request::{Envelope, RequestId, StatusRecord};
 
 /// A SQLite database: a writer thread fed through a channel, and a reader pool.
 #[derive(Clone)]
@@ -676,17 +676,7 @@ fn results(
             continue;
         };
         let stored = stored.map(|json| parse_record(id, &json)).transpose()?;
-        let outcome = match stored {
-            Some(old) if status != Status::Pending.as_str() => {
-                if same_result(&old, rec) {
-                    ResultOutcome::Unchanged
-                } else {
-                    ResultOutcome::Conflict
-                }
-            }
-            Some(old) if old == *rec => ResultOutcome::Unchanged,
-            _ => ResultOutcome::Updated,
-        };
+        let outcome = super::result_outcome(&status, stored.as_ref(), rec);
         if outcome == ResultOutcome::Updated {
             let json = serde_json::to_string(rec).map_err(|e| StoreError::Backend(Box::new(e)))?;
             update.execute(params![rec.status.as_str(), json, now, id])?;
@@ -694,14 +684,6 @@ fn results(
         out.push(outcome);
     }
     Ok(out)
-}
-
-/// Whether two final records say the same thing (wording and times may differ).
-fn same_result(a: &StatusRecord, b: &StatusRecord) -> bool {
-    a.status == b.status
-        && a.reason == b.reason
-        && a.certificate == b.certificate
-        && a.serial == b.serial
 }
 
 fn purge(c: &Connection, now: i64, retention: Retention) -> Result<u64, StoreError> {
@@ -795,7 +777,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::RequestType;
+    use crate::request::{RequestType, Status};
 
     fn retention() -> Retention {
         Retention {

@@ -72,7 +72,6 @@ fn post(server: &Server, cert: &Path, reason: &str, proof: &str) -> crate::serve
     )
 }
 
-#[test]
 fn issue_10_revocation_requests_are_checked_at_once() {
     let server = Server::start(&[]);
     let dir = server.dir.path();
@@ -148,7 +147,6 @@ fn issue_10_revocation_requests_are_checked_at_once() {
     assert!(doc["paths"]["/api/v1/revocations/{id}"]["get"].is_object());
 }
 
-#[test]
 fn issue_10_revoke_request_through_serve_and_sync() {
     let server = Server::start(&[]);
     let dir = server.dir.path();
@@ -336,3 +334,9 @@ fn issue_10_revoke_request_refuses_a_key_that_is_not_the_certificates() {
         .unwrap();
     assert_eq!(code(&o), 2, "{}", stderr(&o));
 }
+
+// Each body above runs on SQLite and on PostgreSQL (`<name>::sqlite`, `<name>::postgres`).
+crate::pg::on_both_backends!(
+    issue_10_revocation_requests_are_checked_at_once,
+    issue_10_revoke_request_through_serve_and_sync,
+);

@@ -8,7 +8,6 @@ use serde_json::json;
 
 use crate::serve::{good_csr, make_csr, Server};
 
-#[test]
 fn issue_10_acknowledged_requests_outlive_the_pending_ttl() {
     let server = Server::start(&["--pending-ttl", "2s", "--result-ttl", "3s"]);
     let dir = server.dir.path();
@@ -62,3 +61,6 @@ fn issue_10_acknowledged_requests_outlive_the_pending_ttl() {
         "pending"
     );
 }
+
+// Each body above runs on SQLite and on PostgreSQL (`<name>::sqlite`, `<name>::postgres`).
+crate::pg::on_both_backends!(issue_10_acknowledged_requests_outlive_the_pending_ttl,);

@@ -15,6 +15,7 @@ mod init;
 mod ledger;
 mod lifecycle;
 mod lifetimes;
+mod pg;
 mod pinning;
 mod policy_check;
 mod process;

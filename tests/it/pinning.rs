@@ -53,7 +53,6 @@ fn refused_metric(server: &Server, what: &str) -> u64 {
         .sum()
 }
 
-#[test]
 fn issue_16_forged_results_are_refused_and_the_real_one_wins() {
     let server = Server::start(&[]);
     let dir = server.dir.path();
@@ -140,7 +139,6 @@ fn issue_16_forged_results_are_refused_and_the_real_one_wins() {
     );
 }
 
-#[test]
 fn issue_16_published_files_must_be_the_pinned_cas() {
     let server = Server::start(&[]);
     let dir = server.dir.path();
@@ -257,3 +255,9 @@ fn issue_16_a_sync_token_needs_a_pinned_ca() {
     .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+// Each body above runs on SQLite and on PostgreSQL (`<name>::sqlite`, `<name>::postgres`).
+crate::pg::on_both_backends!(
+    issue_16_forged_results_are_refused_and_the_real_one_wins,
+    issue_16_published_files_must_be_the_pinned_cas,
+);

@@ -44,6 +44,18 @@ impl Server {
         if !extra.iter().any(|a| a.starts_with("--rate-limit")) {
             args.extend(["--rate-limit".into(), "0".into()]);
         }
+        if crate::pg::backend() == crate::pg::Backend::Postgres
+            && !extra.iter().any(|a| a.starts_with("--db"))
+        {
+            // One database per server directory (a restart finds its data again).
+            let saved = dir.path().join("pg-url");
+            let url = std::fs::read_to_string(&saved).unwrap_or_else(|_| {
+                let url = crate::pg::Cluster::get().new_database();
+                std::fs::write(&saved, &url).unwrap();
+                url
+            });
+            args.extend(["--db".into(), url]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = serve_command(dir.path(), &args)
             .stdout(Stdio::piped())
@@ -570,7 +582,6 @@ pub(crate) fn asn1_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%y%m%d%H%M%SZ").to_string()
 }
 
-#[test]
 fn post_is_accepted_as_pending_and_get_shows_it() {
     let server = Server::start(&[]);
     let csr = good_csr(server.dir.path());
@@ -601,7 +612,6 @@ fn post_is_accepted_as_pending_and_get_shows_it() {
     assert!(!log.contains("BEGIN CERTIFICATE REQUEST"), "{log}");
 }
 
-#[test]
 fn policy_denials_are_answered_at_post_with_their_reason() {
     let server = Server::start(&[]);
     let dir = server.dir.path();
@@ -620,7 +630,6 @@ fn policy_denials_are_answered_at_post_with_their_reason() {
     assert_eq!(e["reason"], "invalid_csr", "{e}");
 }
 
-#[test]
 fn bad_input_gets_a_json_error_and_the_server_keeps_serving() {
     let server = Server::start(&[]);
     let pem = std::fs::read_to_string(good_csr(server.dir.path())).unwrap();
@@ -740,7 +749,6 @@ fn bad_input_gets_a_json_error_and_the_server_keeps_serving() {
     );
 }
 
-#[test]
 fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let post_as = |server: &Server, csr: &Path, client: &str| {
         let body = json!({ "content": std::fs::read_to_string(csr).unwrap() });
@@ -767,7 +775,6 @@ fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     assert_eq!(post_as(&direct, &csr, "10.0.0.2"), 429);
 }
 
-#[test]
 fn rate_limit_answers_429_with_retry_after() {
     let server = Server::start(&["--rate-limit", "1/min"]);
     let csr = good_csr(server.dir.path());
@@ -786,7 +793,6 @@ fn rate_limit_answers_429_with_retry_after() {
     assert_eq!(server.sync_get("/api/v1/sync/requests").status, 200);
 }
 
-#[test]
 fn sync_endpoints_need_the_token() {
     let server = Server::start(&[]);
     server.get("/api/v1/sync/requests").error(401);
@@ -839,7 +845,6 @@ fn sync_endpoints_need_the_token() {
     assert!(terminate(&mut child).success());
 }
 
-#[test]
 fn sync_lists_acknowledges_and_takes_results() {
     let server = Server::start(&[]);
     let csr = good_csr(server.dir.path());
@@ -973,7 +978,6 @@ fn sync_lists_acknowledges_and_takes_results() {
     );
 }
 
-#[test]
 fn long_poll_returns_as_soon_as_a_request_arrives() {
     let server = Server::start(&[]);
     let csr = good_csr(server.dir.path());
@@ -1011,7 +1015,6 @@ fn long_poll_returns_as_soon_as_a_request_arrives() {
     );
 }
 
-#[test]
 fn published_crl_and_chain_round_trip() {
     let server = Server::start(&[]);
     server.get("/api/v1/crl").error(404);
@@ -1097,7 +1100,6 @@ fn published_crl_and_chain_round_trip() {
     assert!(h["problems"][0].as_str().unwrap().contains("CRL"), "{h}");
 }
 
-#[test]
 fn pending_requests_expire_after_the_pending_ttl() {
     let server = Server::start(&["--pending-ttl", "1s"]);
     let csr = good_csr(server.dir.path());
@@ -1167,7 +1169,6 @@ fn openapi_document_describes_the_upstream_routes() {
     );
 }
 
-#[test]
 fn sigterm_stops_cleanly_and_a_restart_keeps_the_data() {
     let mut server = Server::start(&[]);
     let csr = good_csr(server.dir.path());
@@ -1256,9 +1257,13 @@ fn unusable_flags_are_usage_errors() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, err) = run(&["--db", "postgres://localhost/ca"]);
+    // A password in the URL would be visible in argv: refused, and not echoed.
+    let (code, err) = run(&["--db", "postgres://serve:s3cr3t@localhost/ca"]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("not supported"), "{err}");
+    assert!(err.contains("--db-password-file"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+    let (code, err) = run(&["--db", "mysql://localhost/ca"]);
+    assert_eq!(code, Some(2), "{err}");
     let (code, err) = run(&["--rate-limit", "fast"]);
     assert_eq!(code, Some(2), "{err}");
     let (code, err) = run(&["--pending-ttl", "soon"]);
@@ -1275,3 +1280,18 @@ fn unusable_flags_are_usage_errors() {
     assert!(err.contains("chmod"), "{err}");
     assert!(!err.contains("t0ken"), "{err}");
 }
+
+// Each body above runs on SQLite and on PostgreSQL (`<name>::sqlite`, `<name>::postgres`).
+crate::pg::on_both_backends!(
+    post_is_accepted_as_pending_and_get_shows_it,
+    policy_denials_are_answered_at_post_with_their_reason,
+    bad_input_gets_a_json_error_and_the_server_keeps_serving,
+    forwarded_for_is_believed_only_from_a_trusted_proxy,
+    rate_limit_answers_429_with_retry_after,
+    sync_endpoints_need_the_token,
+    sync_lists_acknowledges_and_takes_results,
+    long_poll_returns_as_soon_as_a_request_arrives,
+    published_crl_and_chain_round_trip,
+    pending_requests_expire_after_the_pending_ttl,
+    sigterm_stops_cleanly_and_a_restart_keeps_the_data,
+);

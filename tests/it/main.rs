@@ -12,6 +12,7 @@ mod e2e;
 mod front_door;
 mod holder_revocation;
 mod init;
+mod instances;
 mod ledger;
 mod lifecycle;
 mod lifetimes;

@@ -44,9 +44,11 @@ impl Server {
         if !extra.iter().any(|a| a.starts_with("--rate-limit")) {
             args.extend(["--rate-limit".into(), "0".into()]);
         }
-        if crate::pg::backend() == crate::pg::Backend::Postgres
-            && !extra.iter().any(|a| a.starts_with("--db"))
-        {
+        if let Some(i) = extra.iter().position(|a| *a == "--db") {
+            if let Some(url) = extra.get(i + 1).filter(|u| u.starts_with("postgres")) {
+                std::fs::write(dir.path().join("pg-url"), url).unwrap();
+            }
+        } else if crate::pg::backend() == crate::pg::Backend::Postgres {
             // One database per server directory (a restart finds its data again).
             let saved = dir.path().join("pg-url");
             let url = std::fs::read_to_string(&saved).unwrap_or_else(|_| {
@@ -71,6 +73,28 @@ impl Server {
             dir,
             agent: agent(),
         }
+    }
+
+    /// Another instance on `other`'s PostgreSQL database, pinned to the same CA.
+    pub(crate) fn start_beside(other: &Server, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        for f in ["ca.crt", "root.crt", "ca.key", "root.key", "chain.pem"] {
+            let from = other.dir.path().join("state").join(f);
+            if from.exists() {
+                std::fs::copy(&from, state.join(f)).unwrap();
+            }
+        }
+        let url = other.db_url().expect("the other server runs on PostgreSQL");
+        let mut args = vec!["--db", url.as_str()];
+        args.extend_from_slice(extra);
+        Self::start_in(dir, &args)
+    }
+
+    /// The PostgreSQL URL this server uses, if it runs on PostgreSQL.
+    pub(crate) fn db_url(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("pg-url")).ok()
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

@@ -1290,7 +1290,17 @@ fn spool_client_for(env: &crate::util::TestEnv, args: &[&str]) -> std::process::
 #[test]
 fn spool_client_with_the_real_signer() {
     let env = crate::util::TestEnv::new();
-    let child = spool_client_for(&env, &["private", "192.168.1.10"]);
+    // The operator hands out the root with the spool: the client checks the chain against it.
+    let root = env.root_cert();
+    let child = spool_client_for(
+        &env,
+        &[
+            "private",
+            "192.168.1.10",
+            "--ca-file",
+            root.to_str().unwrap(),
+        ],
+    );
     env.process();
     let o = child.wait_with_output().unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));

@@ -248,3 +248,28 @@ fn issue_10_an_instance_killed_mid_load_loses_nothing_it_acknowledged() {
         }
     });
 }
+
+/// The example drop-in for PostgreSQL (systemd/smsgate-ca-serve.postgres.conf): its command
+/// line parses with the real CLI, and its password comes from a credential, never argv.
+#[test]
+fn issue_10_the_postgres_drop_in_parses() {
+    use clap::Parser as _;
+    let text = std::fs::read_to_string(
+        crate::serve::repo().join("systemd/smsgate-ca-serve.postgres.conf"),
+    )
+    .unwrap();
+    let exec = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecStart="))
+        .find(|l| !l.is_empty())
+        .expect("an ExecStart= line");
+    let argv: Vec<&str> = exec
+        .replace("%d", "/run/credentials/smsgate-ca-serve.service")
+        .split_whitespace()
+        .map(|s| Box::leak(s.to_owned().into_boxed_str()) as &str)
+        .collect();
+    smsgate_ca::cli::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{exec}\n{e}"));
+    assert!(exec.contains("--db-password-file %d/db-password"), "{exec}");
+    assert!(exec.contains("--ca-chain"), "{exec}");
+    assert!(text.contains("LoadCredential=db-password:"), "{text}");
+}

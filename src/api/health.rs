@@ -1,4 +1,5 @@
-//! `GET /health`: whether this server is fit to serve, and what an operator should look at.
+//! `GET /health`: whether this server (this instance, when several share a PostgreSQL
+//! database) is fit to serve, which database it uses, and what an operator should look at.
 //!
 //! Always `200` while the database answers, with `"status": "ok"` or `"degraded"` plus the
 //! problems in plain words: a degraded server still serves submissions and results, so a load

@@ -1,11 +1,13 @@
-//! The online API of `serve` (DESIGN §5): the two SMSGate-compatible public routes, the
-//! bridge endpoints for `sync`, the published CRL and CA chain, health, metrics and the
-//! OpenAPI document.
+//! The online API of `serve` (DESIGN §5): the two SMSGate-compatible public routes,
+//! revocation by the certificate's holder, the bridge endpoints for `sync`, the published CRL
+//! and CA chain, health, metrics and the OpenAPI document.
 //!
-//! This module owns HTTP: routing, limits, errors, authentication of sync, rate limiting. It
-//! decides nothing about certificates beyond asking `policy` whether a CSR could ever be
-//! approved, stores through [`crate::store::Store`] only, and never holds or reads a CA key.
-//! Flags and files are resolved by `cli::serve`, which hands a [`Config`] in.
+//! This module owns HTTP: the accept loop (header timeout, connection cap), routing, limits,
+//! errors, authentication of sync (before any body is read), rate limiting, and the checks of
+//! everything the sync side pushes against the pinned CA ([`pin`]). It decides nothing about
+//! certificates beyond asking `policy` whether a CSR could ever be approved, stores through
+//! [`crate::store::Store`] only, and never holds or reads a CA key. Flags and files are
+//! resolved by `cli::serve`, which hands a [`Config`] in.
 
 pub mod auth;
 pub mod csr;

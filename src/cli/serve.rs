@@ -4,7 +4,9 @@
 //! finishes in-flight requests and exits 0. SIGHUP reloads the policy (an invalid file keeps
 //! the old one).
 //!
-//! It reads the policy, the sync token and its database, and nothing else: never a CA key.
+//! It reads the policy, the sync token, the pinned CA chain (`--ca-chain`, public
+//! certificates), the database password file and its database, and nothing else: never a CA
+//! key.
 
 use std::io::Write;
 use std::net::IpAddr;

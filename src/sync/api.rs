@@ -2,7 +2,9 @@
 //!
 //! Answers are decoded leniently (unknown fields ignored, one bad element skipped rather than
 //! the whole batch), because the bridge must keep working across API versions; anything that
-//! is not the API's JSON at all is an error that names what came instead.
+//! is not the API's JSON at all is an error that names what came instead. Every listed element
+//! gets the API's own limits (id pattern, 16 KiB content, type, metadata; for revocations the
+//! serial, reason and proof shapes) before it may reach the spool.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

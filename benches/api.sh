@@ -63,7 +63,8 @@ cat "$work/post.lua" "$work/report.lua" > "$work/post_report.lua"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Starts one server with extra flags; prints its base URL.
+# Starts one server with extra flags (not in a subshell: its pid must reach cleanup); the
+# base URL is left in $work/$name.url.
 start_server() { # name flags...
     local name=$1; shift
     "$bin" --state "$work/$name" --policy policy/default.toml serve --listen 127.0.0.1:0 \
@@ -73,8 +74,9 @@ start_server() { # name flags...
     local addr
     addr=$(sed -n 's/^listening on //p' "$work/$name.stdout")
     [ -n "$addr" ] || { echo "serve $name did not start:" >&2; cat "$work/$name.log" >&2; exit 1; }
-    echo "http://$addr"
+    echo "http://$addr" > "$work/$name.url"
 }
+url_of() { cat "$work/$1.url"; }
 
 start_postgres() {
     [ -n "$pg_bin" ] || { echo "benches/api.sh: PostgreSQL is missing (apt-get install -y postgresql)" >&2; exit 2; }
@@ -98,13 +100,12 @@ load() { # path script bases...
             "$base$path" > "$work/wrk.$i" &
         files+=("$work/wrk.$i")
     done
-    wait_wrk
+    wait   # the wrk runs (this function runs in a subshell: nothing else is its child)
     sed -n 's/^RESULT //p' "${files[@]}" | awk '{
         for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         rps += v["rps"]; req += v["requests"]; bad += v["non2xx"]; if (v["p99_ms"] > p99) p99 = v["p99_ms"]
     } END { printf "%d %.2f %d %d\n", rps, p99, req, bad }'
 }
-wait_wrk() { while pgrep -P $$ -x wrk >/dev/null; do sleep 0.2; done; }
 
 pending() { curl -sf "$1/metrics" | sed -n 's/^smsgate_ca_pending_requests //p'; }
 
@@ -129,14 +130,17 @@ measure() { # setup bases...
 
 for setup in $SETUPS; do
     case $setup in
-        sqlite) measure sqlite "$(start_server sqlite)" ;;
+        sqlite) start_server sqlite; measure sqlite "$(url_of sqlite)" ;;
         pg1|pg2)
             [ -n "$pg_data" ] || start_postgres
             url="postgres://postgres@127.0.0.1:$pg_port/bench"
             if [ "$setup" = pg1 ]; then
-                measure pg1 "$(start_server pg1a --db "$url")"
+                start_server pg1a --db "$url"
+                measure pg1 "$(url_of pg1a)"
             else
-                measure pg2 "$(start_server pg2a --db "$url")" "$(start_server pg2b --db "$url")"
+                start_server pg2a --db "$url"
+                start_server pg2b --db "$url"
+                measure pg2 "$(url_of pg2a)" "$(url_of pg2b)"
             fi
             ;;
         *) echo "benches/api.sh: unknown setup $setup" >&2; exit 2 ;;

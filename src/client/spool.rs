@@ -33,22 +33,7 @@ pub fn check_spool(spool: &Path) -> Result<(), ClientError> {
 
 /// Writes the envelope for a new request into `incoming/` and returns its id.
 pub fn submit(spool: &Path, csr_pem: &str, kind: RequestType) -> Result<RequestId, ClientError> {
-    let incoming = spool.join("incoming");
-    if !incoming.is_dir() {
-        fs::create_dir(&incoming)
-            .or_else(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|source| ClientError::Io {
-                what: "cannot create",
-                path: incoming.clone(),
-                source,
-            })?;
-    }
+    let incoming = ensure_incoming(spool)?;
     let id = RequestId::generate();
     let envelope = Envelope {
         request_id: id.to_string(),
@@ -92,22 +77,7 @@ pub fn submit_revocation(
     reason: &str,
     proof: &str,
 ) -> Result<RequestId, ClientError> {
-    let incoming = spool.join("incoming");
-    if !incoming.is_dir() {
-        fs::create_dir(&incoming)
-            .or_else(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|source| ClientError::Io {
-                what: "cannot create",
-                path: incoming.clone(),
-                source,
-            })?;
-    }
+    let incoming = ensure_incoming(spool)?;
     let id = RequestId::generate();
     let body = serde_json::json!({"serial": serial, "reason": reason, "proof": proof});
     let bytes = serde_json::to_vec_pretty(&body).expect("JSON values serialise");
@@ -156,6 +126,20 @@ pub fn read_revocation_status(
         )));
     }
     Ok(Some(state.escaped()))
+}
+
+/// `incoming/` of the spool, created when missing.
+fn ensure_incoming(spool: &Path) -> Result<PathBuf, ClientError> {
+    let incoming = spool.join("incoming");
+    match fs::create_dir(&incoming) {
+        Ok(()) => Ok(incoming),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(incoming),
+        Err(source) => Err(ClientError::Io {
+            what: "cannot create",
+            path: incoming,
+            source,
+        }),
+    }
 }
 
 /// Where a request stands in a spool.

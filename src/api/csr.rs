@@ -139,17 +139,8 @@ pub async fn post_csr(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<PostCsrResponse>), ApiError> {
-    if let Some(limiter) = &app.limiter {
-        let client = client_addr(peer, &headers, &app.trusted_proxies);
-        if let Err(wait) = limiter.check(client, std::time::Instant::now()) {
-            let mut e = ApiError::new(
-                ErrorKind::RateLimited,
-                format!("too many requests from {client}: try again in {wait} seconds"),
-            );
-            e.retry_after = Some(wait);
-            return Err(e);
-        }
-    }
+    app.check_rate(client_addr(peer, &headers, &app.trusted_proxies))
+        .await?;
     require_json(&headers)?;
     let request = parse_body(&body)?;
     let kind = match request.kind.as_deref() {
@@ -262,7 +253,11 @@ pub async fn get_csr(
             "no request {id}: it never existed here or has expired"
         ))
     };
-    let stored = app.store.request(&id, now_ms())?.ok_or_else(not_found)?;
+    let stored = app
+        .store
+        .request(&id, now_ms())
+        .await?
+        .ok_or_else(not_found)?;
     let response = match stored.record {
         None => GetCsrStatusResponse {
             request_id: id.to_string(),
@@ -376,6 +371,9 @@ pub(super) fn shorten(s: &str) -> String {
 
 /// Largest accepted `content`, as in the upstream schema (maxLength 16384).
 pub const MAX_CONTENT_BYTES: usize = 16384;
-const MAX_METADATA_ENTRIES: usize = 32;
-const MAX_METADATA_KEY: usize = 128;
-const MAX_METADATA_VALUE: usize = 1024;
+/// Most metadata entries accepted.
+pub const MAX_METADATA_ENTRIES: usize = 32;
+/// Longest metadata key.
+pub const MAX_METADATA_KEY: usize = 128;
+/// Longest metadata value.
+pub const MAX_METADATA_VALUE: usize = 1024;

@@ -31,10 +31,15 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// 408: the request took too long.
     Timeout,
+    /// 409: conflicts with what is stored (a different final result).
+    Conflict,
     /// 413: the body or the CSR is too large.
     TooLarge,
     /// 415: not `application/json`.
     UnsupportedMediaType,
+    /// 422: well-formed but fails a check (a pushed certificate or file that is not the
+    /// pinned CA's).
+    Unprocessable,
     /// 429: rate limited; carries `Retry-After`.
     RateLimited,
     /// 500: our fault; the cause is logged.
@@ -52,8 +57,10 @@ impl ErrorKind {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Conflict => StatusCode::CONFLICT,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

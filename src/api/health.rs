@@ -1,4 +1,5 @@
-//! `GET /health`: whether this server is fit to serve, and what an operator should look at.
+//! `GET /health`: whether this server (this instance, when several share a PostgreSQL
+//! database) is fit to serve, which database it uses, and what an operator should look at.
 //!
 //! Always `200` while the database answers, with `"status": "ok"` or `"degraded"` plus the
 //! problems in plain words: a degraded server still serves submissions and results, so a load
@@ -28,6 +29,8 @@ pub struct HealthResponse {
     pub problems: Vec<String>,
     /// Whether the database answers: `ok` or `unavailable`.
     pub database: &'static str,
+    /// Which database: `sqlite` or `postgresql`.
+    pub database_backend: &'static str,
     /// Seconds since sync last called (null: never, or sync disabled).
     pub seconds_since_last_sync: Option<i64>,
     /// nextUpdate of the published CRL, RFC 3339 (null: none published).
@@ -48,7 +51,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<HealthResp
     let now = now_ms();
     let mut problems = Vec::new();
     // A trivial read, not a count: probes may come often (queue figures are in /metrics).
-    let database_ok = match app.store.ping() {
+    let database_ok = match app.store.ping().await {
         Ok(()) => true,
         Err(e) => {
             tracing::error!(error = %e, "health: database unreadable");
@@ -97,6 +100,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<HealthResp
             version: env!("CARGO_PKG_VERSION"),
             problems,
             database: if database_ok { "ok" } else { "unavailable" },
+            database_backend: app.store.backend(),
             seconds_since_last_sync: last_sync.map(|t| (now - t).max(0) / 1000),
             crl_next_update: crl.and_then(|c| c.next_update).map(rfc3339_secs),
         }),

@@ -15,13 +15,28 @@ use axum::response::{IntoResponse, Response};
 
 use super::{now_ms, AppState};
 
-/// Request counters by route and status.
+/// Request counters by route and status, and refusals of pushed data by what and why.
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: Mutex<HashMap<String, HashMap<u16, u64>>>,
+    refused: Mutex<HashMap<(&'static str, &'static str), u64>>,
 }
 
 impl Metrics {
+    /// Counts one refused upload from the sync side (`what`: `result`, `ca.crt`, `ca.crl`,
+    /// `ledger-checkpoint.json`; `reason`: a stable code).
+    pub fn refuse(&self, what: &'static str, reason: &'static str) {
+        let mut map = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((what, reason)).or_default() += 1;
+    }
+
+    fn refused(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let map = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = map.iter().map(|((w, r), n)| (*w, *r, *n)).collect();
+        out.sort();
+        out
+    }
+
     /// Counts one answered request.
     pub fn record(&self, route: &str, status: u16) {
         let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
@@ -62,6 +77,16 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             out,
             "smsgate_ca_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
             escape(&route)
+        );
+    }
+    out.push_str(
+        "# HELP smsgate_ca_refused_total Data pushed with the sync token and refused, by what and why.\n\
+         # TYPE smsgate_ca_refused_total counter\n",
+    );
+    for (what, reason, n) in app.metrics.refused() {
+        let _ = writeln!(
+            out,
+            "smsgate_ca_refused_total{{what=\"{what}\",reason=\"{reason}\"}} {n}"
         );
     }
     match app.store.stats(now).await {

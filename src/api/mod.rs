@@ -1,11 +1,13 @@
-//! The online API of `serve` (DESIGN §5): the two SMSGate-compatible public routes, the
-//! bridge endpoints for `sync`, the published CRL and CA chain, health, metrics, the
-//! OpenAPI document and the web page at `/`.
+//! The online API of `serve` (DESIGN §5): the two SMSGate-compatible public routes,
+//! revocation by the certificate's holder, the bridge endpoints for `sync`, the published CRL
+//! and CA chain, health, metrics, the OpenAPI document and the web page at `/`.
 //!
-//! This module owns HTTP: routing, limits, errors, authentication of sync, rate limiting. It
-//! decides nothing about certificates beyond asking `policy` whether a CSR could ever be
-//! approved, stores through [`crate::store::Store`] only, and never holds or reads a CA key.
-//! Flags and files are resolved by `cli::serve`, which hands a [`Config`] in.
+//! This module owns HTTP: the accept loop (header timeout, connection cap), routing, limits,
+//! errors, authentication of sync (before any body is read), rate limiting, and the checks of
+//! everything the sync side pushes against the pinned CA ([`pin`]). It decides nothing about
+//! certificates beyond asking `policy` whether a CSR could ever be approved, stores through
+//! [`crate::store::Store`] only, and never holds or reads a CA key. Flags and files are
+//! resolved by `cli::serve`, which hands a [`Config`] in.
 
 pub mod auth;
 pub mod csr;
@@ -14,13 +16,15 @@ pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
+pub mod pin;
 pub mod published;
 pub mod rate_limit;
+pub mod revocations;
 pub mod router;
 pub mod sync;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -32,6 +36,7 @@ use crate::policy::Policy;
 use crate::store::{Artifact, Store};
 use auth::SyncToken;
 use metrics::Metrics;
+use pin::PinnedCa;
 use published::CrlInfo;
 use rate_limit::{RateLimit, RateLimiter};
 
@@ -52,6 +57,8 @@ pub struct Config {
     pub sync_stale_after: Duration,
     /// Time limit for one request (the sync long-poll gets 60 s more).
     pub request_timeout: Duration,
+    /// The CA pinned with `--ca-chain` (required with a sync token).
+    pub ca: Option<PinnedCa>,
 }
 
 /// Shared state of all handlers.
@@ -70,8 +77,9 @@ pub struct Inner {
     pub limiter: Option<RateLimiter>,
     /// See [`Config::trusted_proxies`].
     pub trusted_proxies: Vec<IpAddr>,
-    /// Woken whenever a request is stored (sync long-polls wait on it).
-    pub new_requests: Notify,
+    /// Woken whenever a request is stored, here or (PostgreSQL `NOTIFY`) on another instance;
+    /// sync long-polls wait on it.
+    pub new_requests: Arc<Notify>,
     /// Becomes `true` when the server starts shutting down (ends long-polls).
     pub shutdown: watch::Sender<bool>,
     /// Request counters.
@@ -82,6 +90,8 @@ pub struct Inner {
     pub request_timeout: Duration,
     /// When this server started, Unix ms.
     pub started_at: i64,
+    /// See [`Config::ca`].
+    pub ca: Option<PinnedCa>,
     crl: RwLock<Option<CrlInfo>>,
     last_sync: AtomicI64,
     last_sync_stored: AtomicI64,
@@ -107,6 +117,7 @@ impl AppState {
             .rate_limit
             .is_enabled()
             .then(|| RateLimiter::new(config.rate_limit));
+        let new_requests = store.wakeups().unwrap_or_default();
         Ok(Self(Arc::new(Inner {
             store,
             policy: RwLock::new(Arc::new(config.policy)),
@@ -117,12 +128,13 @@ impl AppState {
                 .into_iter()
                 .map(rate_limit::canonical)
                 .collect(),
-            new_requests: Notify::new(),
+            new_requests,
             shutdown: watch::Sender::new(false),
             metrics: Metrics::default(),
             sync_stale_after: config.sync_stale_after,
             request_timeout: config.request_timeout,
             started_at: now_ms(),
+            ca: config.ca,
             crl: RwLock::new(crl),
             last_sync: AtomicI64::new(last_sync),
             last_sync_stored: AtomicI64::new(last_sync),
@@ -150,6 +162,32 @@ impl AppState {
         Some(self.last_sync.load(Ordering::Relaxed)).filter(|t| *t > 0)
     }
 
+    /// Takes one POST from `client`'s rate limit: counted in the database when it is shared
+    /// by several instances (PostgreSQL), else in memory. `Err` is the `429` to answer.
+    pub async fn check_rate(&self, client: IpAddr) -> Result<(), error::ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        let key = rate_limit::bucket_key(client).to_string();
+        let limit = limiter.limit();
+        let verdict = match self
+            .store
+            .rate_check(&key, limit.count, limit.period, now_ms())
+            .await
+        {
+            Some(shared) => shared?,
+            None => limiter.check(client, std::time::Instant::now()),
+        };
+        verdict.map_err(|wait| {
+            let mut e = error::ApiError::new(
+                error::ErrorKind::RateLimited,
+                format!("too many requests from {client}: try again in {wait} seconds"),
+            );
+            e.retry_after = Some(wait);
+            e
+        })
+    }
+
     /// Notes a sync call; persisted at most every [`SYNC_PERSIST_INTERVAL_MS`] so that a
     /// restart remembers it without a write per poll.
     pub async fn saw_sync(&self) {
@@ -171,34 +209,102 @@ impl AppState {
 
 /// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests (ending
 /// long-polls early), flushes the store and returns.
+///
+/// The accept loop is ours rather than `axum::serve`'s, for the front door DESIGN §5 asks for:
+/// request headers must arrive within [`HEADER_READ_TIMEOUT`] (hyper's timer also closes a
+/// keep-alive connection that sends nothing for that long), and at most `max_connections`
+/// connections are open at once; past that, new connections wait in the kernel's backlog
+/// (logged once per episode) until an idle one is cut, so an honest client is still served.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
     let app = router::router(state.clone());
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
-    let signal_state = state.clone();
-    let result = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        signal_state.shutdown.send_replace(true);
-    })
-    .await;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    let mut at_limit = false;
+    loop {
+        let permit = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if !at_limit {
+                    tracing::warn!(
+                        max_connections,
+                        "connection limit reached: new connections wait until one closes \
+                         (idle ones are cut after 10 s); raise --max-connections if this is load"
+                    );
+                    at_limit = true;
+                }
+                tokio::select! {
+                    p = Arc::clone(&slots).acquire_owned() => p.expect("the semaphore is never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: wait a moment rather than spin.
+                    tracing::error!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if at_limit && slots.available_permits() > 0 {
+            tracing::info!("connections are below the limit again");
+            at_limit = false;
+        }
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(request.map(axum::body::Body::new))
+            },
+        );
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    state.shutdown.send_replace(true);
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the grace period; closing them");
+    }
     housekeeping.abort();
     state.store.shutdown().await;
-    result
+    Ok(())
 }
 
 /// Purges expired rows and prunes the rate limiter, periodically.
 async fn housekeeping(state: AppState) {
     let every = state
         .pending_ttl
-        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        .clamp(Duration::from_secs(1), Duration::from_secs(15));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -211,6 +317,16 @@ async fn housekeeping(state: AppState) {
         if let Some(limiter) = &state.limiter {
             limiter.prune(std::time::Instant::now());
         }
+        // Other instances may have taken an upload or a sync call: re-read what /health and
+        // /metrics report.
+        if let Ok(Some(p)) = state.store.published(Artifact::Crl).await {
+            if let Some(info) = CrlInfo::from_der(&p.body) {
+                *state.crl.write().unwrap_or_else(|p| p.into_inner()) = Some(info);
+            }
+        }
+        if let Ok(Some(t)) = state.store.last_sync().await {
+            state.last_sync.fetch_max(t, Ordering::Relaxed);
+        }
     }
 }
 
@@ -218,6 +334,13 @@ async fn housekeeping(state: AppState) {
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// Request headers must arrive within this (DESIGN §5, Robustness).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--max-connections` by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// How long in-flight requests may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// How often the time of the last sync call is written to the database.
 const SYNC_PERSIST_INTERVAL_MS: i64 = 30_000;

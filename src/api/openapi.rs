@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{csr, error, health, metrics, published, sync};
+use super::{csr, error, health, metrics, published, revocations, sync};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -27,6 +27,8 @@ use super::{csr, error, health, metrics, published, sync};
     paths(
         csr::post_csr,
         csr::get_csr,
+        revocations::post_revocation,
+        revocations::get_revocation,
         published::get_crl,
         published::get_ca_cert,
         sync::list_requests,
@@ -46,10 +48,13 @@ use super::{csr, error, health, metrics, published, sync};
         error::ErrorResponse,
         error::ErrorBody,
         sync::SyncEnvelope,
+        revocations::PostRevocationRequest,
+        revocations::RevocationResponse,
     )),
     modifiers(&SyncTokenScheme),
     tags(
         (name = "CSR", description = "Submit certificate requests and read their state"),
+        (name = "revocation", description = "Revocation by the certificate's holder, with proof of possession"),
         (name = "CA", description = "The published CA chain and CRL"),
         (name = "sync", description = "Bridge to the offline signer (bearer token)"),
         (name = "operations", description = "Health, metrics, this document"),

@@ -2,20 +2,21 @@
 //! `PUT /api/v1/sync/published/{name}` (token-protected) and handed out publicly as
 //! `GET /api/v1/crl` (DER) and `GET /api/v1/ca.crt` (PEM chain).
 //!
-//! Uploads are checked before they replace anything (a CRL must parse as DER, a chain as PEM
-//! certificates, a checkpoint as JSON) and stored in one transaction, so a reader sees the
-//! old file or the new one. The CRL's dates are kept in memory for `/health` and `/metrics`.
+//! Uploads are checked against the pinned CA before they replace anything ([`super::pin`]: the
+//! chain must be the pinned one or a new issuing CA under the pinned root, a CRL must be
+//! signed by the issuing CA with a CRLNumber that does not go backwards, a checkpoint must be
+//! signed and not go backwards) and stored in one transaction, so a reader sees the old file
+//! or the new one. Served files carry `X-Content-Type-Options: nosniff`. The CRL's dates are kept in memory for `/health` and `/metrics`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
-use openssl::x509::{X509Crl, X509};
+use openssl::x509::X509Crl;
 
 use super::error::{ApiError, ErrorKind, ErrorResponse};
-use super::sync::authorize;
-use super::{now_ms, AppState};
+use super::{now_ms, pin, AppState};
 use crate::store::Artifact;
 
 /// The dates of the published CRL, Unix seconds.
@@ -64,15 +65,14 @@ impl CrlInfo {
         (status = 401, description = "Missing or wrong token", body = ErrorResponse),
         (status = 404, description = "Unknown file name", body = ErrorResponse),
         (status = 413, description = "Too large", body = ErrorResponse),
+        (status = 422, description = "Not the pinned CA's, or older than the stored one", body = ErrorResponse),
     )
 )]
 pub async fn put_published(
     State(app): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&app, &headers).await?;
     let artifact = Artifact::from_file_name(&name).ok_or_else(|| {
         ApiError::not_found("no such published file: use ca.crl, ca.crt or ledger-checkpoint.json")
     })?;
@@ -86,26 +86,43 @@ pub async fn put_published(
             format!("{name} is {} bytes, over the limit of {limit}", body.len()),
         ));
     }
-    let crl = match artifact {
-        Artifact::Crl => Some(CrlInfo::from_der(&body).ok_or_else(|| {
-            ApiError::bad_request("ca.crl must be a DER CRL (the signer's published/ca.crl)")
-        })?),
-        Artifact::CaCertificate => {
-            if X509::stack_from_pem(&body).map_or(true, |s| s.is_empty()) {
-                return Err(ApiError::bad_request(
-                    "ca.crt must be PEM certificates (the signer's published/ca.crt)",
-                ));
-            }
-            None
+    let Some(ca) = &app.ca else {
+        return Err(ApiError::new(
+            ErrorKind::Unavailable,
+            "published files cannot be checked: start serve with --ca-chain FILE",
+        ));
+    };
+    let chain = app.store.published(Artifact::CaCertificate).await?;
+    let issuer = ca.issuer(chain.as_ref().map(|p| &p.body[..]));
+    let checked = match artifact {
+        Artifact::Crl => {
+            let previous = app.store.published(Artifact::Crl).await?;
+            pin::check_crl(&body, &issuer, previous.as_ref().map(|p| &p.body[..]))
         }
+        Artifact::CaCertificate => ca.check_chain_upload(&body),
         Artifact::LedgerCheckpoint => {
-            if !serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.is_object()) {
-                return Err(ApiError::bad_request(
-                    "ledger-checkpoint.json must be a JSON object",
-                ));
-            }
-            None
+            let previous = app.store.published(Artifact::LedgerCheckpoint).await?;
+            pin::check_checkpoint(&body, &issuer, previous.as_ref().map(|p| &p.body[..]))
         }
+    };
+    if let Err(refusal) = checked {
+        tracing::warn!(
+            file = artifact.file_name(),
+            reason = refusal.code,
+            "refused a published file: {}",
+            refusal.message
+        );
+        app.metrics.refuse(artifact.file_name(), refusal.code);
+        let kind = if matches!(refusal.code, "not_crl" | "not_pem" | "checkpoint_invalid") {
+            ErrorKind::BadRequest
+        } else {
+            ErrorKind::Unprocessable
+        };
+        return Err(ApiError::new(kind, refusal.message));
+    }
+    let crl = match artifact {
+        Artifact::Crl => CrlInfo::from_der(&body),
+        _ => None,
     };
     app.store.publish(artifact, body.to_vec(), now_ms()).await?;
     if let Some(info) = crl {
@@ -164,6 +181,11 @@ async fn serve_artifact(
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
+    );
+    // A browser must never guess another type (e.g. HTML) for these bytes.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     Ok(response)
 }

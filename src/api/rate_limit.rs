@@ -125,6 +125,11 @@ impl RateLimiter {
         }
     }
 
+    /// The limit.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
     /// Takes one token for `client` at `now`; `Err(seconds)` to wait when none is left.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), u64> {
         let key = bucket_key(client);
@@ -180,13 +185,26 @@ pub fn client_addr(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) ->
     // Walk from the right (the hops our proxies appended); stop at the first client address,
     // and trust nothing left of an entry that does not parse.
     for hop in hops.into_iter().rev() {
-        match hop.trim().parse::<IpAddr>().map(canonical) {
-            Ok(ip) if trusted.contains(&ip) => continue,
-            Ok(ip) => return ip,
-            Err(_) => break,
+        match parse_hop(hop).map(canonical) {
+            Some(ip) if trusted.contains(&ip) => continue,
+            Some(ip) => return ip,
+            None => break,
         }
     }
     peer_ip
+}
+
+/// One `X-Forwarded-For` entry: an address, possibly with a port as proxies write it
+/// (`192.0.2.1:5678`, `[2001:db8::1]:80`); anything else is `None`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    hop.parse::<SocketAddr>().ok().map(|s| s.ip()).or_else(|| {
+        // `[2001:db8::1]` without a port.
+        hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+    })
 }
 
 /// IPv4-mapped IPv6 addresses are their IPv4 address.
@@ -197,7 +215,8 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn bucket_key(ip: IpAddr) -> IpAddr {
+/// The bucket of an address: itself for IPv4, its /64 for IPv6.
+pub fn bucket_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
@@ -289,6 +308,28 @@ mod tests {
             client_addr(from_proxy, &headers, &[proxy, chained]),
             "203.0.113.9".parse::<IpAddr>().unwrap()
         );
+        // Issue 16: entries with a port are addresses, not garbage that falls back to the
+        // proxy's own bucket.
+        headers.insert(
+            "x-forwarded-for",
+            "203.0.113.9:5678, 198.51.100.7:443".parse().unwrap(),
+        );
+        assert_eq!(
+            client_addr(from_proxy, &headers, &[proxy]),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        for (entry, ip) in [
+            ("[2001:db8::1]:80", "2001:db8::1"),
+            ("[2001:db8::2]", "2001:db8::2"),
+            ("[::ffff:192.0.2.7]:1", "192.0.2.7"),
+        ] {
+            headers.insert("x-forwarded-for", entry.parse().unwrap());
+            assert_eq!(
+                client_addr(from_proxy, &headers, &[proxy]),
+                ip.parse::<IpAddr>().unwrap(),
+                "{entry}"
+            );
+        }
         headers.insert("x-forwarded-for", "garbage".parse().unwrap());
         assert_eq!(client_addr(from_proxy, &headers, &[proxy]), proxy);
     }

@@ -14,7 +14,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::error::{json_errors, ApiError};
-use super::{csr, health, metrics, openapi, page, published, sync, AppState};
+use super::{
+    csr, health, metrics, openapi, page, published, revocations, sync, AppState,
+};
 
 /// Builds the application.
 pub fn router(state: AppState) -> Router {
@@ -22,10 +24,21 @@ pub fn router(state: AppState) -> Router {
     // Long-polls may wait 60 s; give them that plus room to answer.
     let long_poll = Duration::from_secs(60) + timeout;
     let public = |route, timeout| limited(route, timeout, PUBLIC_BODY_LIMIT);
-    let bridge = |route, timeout| limited(route, timeout, SYNC_BODY_LIMIT);
+    // The token is checked outermost, from the headers alone: a caller without it gets its
+    // 401 before a byte of the body is read.
+    let token = middleware::from_fn_with_state(state.clone(), sync::require_token);
+    let bridge = |route, timeout| limited(route, timeout, SYNC_BODY_LIMIT).layer(token.clone());
     Router::new()
         .route("/api/v1/csr", public(post(csr::post_csr), timeout))
         .route("/api/v1/csr/{id}", public(get(csr::get_csr), timeout))
+        .route(
+            "/api/v1/revocations",
+            public(post(revocations::post_revocation), timeout),
+        )
+        .route(
+            "/api/v1/revocations/{id}",
+            public(get(revocations::get_revocation), timeout),
+        )
         .route("/api/v1/crl", public(get(published::get_crl), timeout))
         .route(
             "/api/v1/ca.crt",

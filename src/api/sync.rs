@@ -10,16 +10,17 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::csr::{parse_json, require_json};
 use super::error::{ApiError, ErrorKind, ErrorResponse};
+use super::pin::Refusal;
 use super::{now_ms, AppState};
 use crate::request::{RequestId, StatusRecord};
-use crate::store::ResultOutcome;
+use crate::store::{Artifact, ResultOutcome};
 
 /// Query of `GET /api/v1/sync/requests`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -37,6 +38,11 @@ pub struct RequestsResponse {
     /// Pending requests not yet acknowledged, oldest first, as spool envelopes.
     #[schema(value_type = Vec<SyncEnvelope>)]
     pub requests: Vec<crate::request::Envelope>,
+    /// Revocation requests not yet acknowledged, oldest first (their proofs verified here;
+    /// sync writes each as `incoming/<id>.revoke.json`); acknowledged with the same
+    /// `POST /api/v1/sync/ack`.
+    #[schema(value_type = Vec<Object>)]
+    pub revocations: Vec<crate::store::RevocationEnvelope>,
 }
 
 /// A request envelope, exactly as `incoming/<id>.json` of the spool (DESIGN §2).
@@ -78,10 +84,19 @@ pub struct AckResponse {
 pub struct ResultsRequest {
     /// Status records as in `status/<id>.json` (DESIGN §2).
     #[schema(value_type = Vec<Object>)]
+    #[serde(default)]
     pub results: Vec<StatusRecord>,
+    /// Revocation records as in `status/<id>.revoke.json` (DESIGN §9).
+    #[schema(value_type = Vec<Object>)]
+    #[serde(default)]
+    pub revocations: Vec<crate::lifecycle::revocation::RevocationRecord>,
 }
 
-/// Answer of `POST /api/v1/sync/results`: every pushed id in exactly one list.
+/// Answer of `POST /api/v1/sync/results`: every pushed id in exactly one list. The status is
+/// `200` when every record was stored or already known, `422` when any record failed a check
+/// (`rejected`), else `409` when any conflicts with a stored final result (`conflicts`); the
+/// others of the batch are stored all the same, and a non-200 answer also carries the error
+/// envelope.
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct ResultsResponse {
     /// Stored (first result, or a newer pending one).
@@ -92,6 +107,13 @@ pub struct ResultsResponse {
     pub unknown: Vec<String>,
     /// The request already has a different final result, which was kept.
     pub conflicts: Vec<String>,
+    /// Refused: an approved result whose certificate is not the pinned CA's, not valid now,
+    /// or not for the stored CSR's key and IP (logged and counted in `/metrics`).
+    pub rejected: Vec<String>,
+    /// Set when the status is not 200.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<super::error::ErrorBody>,
 }
 
 /// List pending requests for the signer.
@@ -109,10 +131,8 @@ pub struct ResultsResponse {
 )]
 pub async fn list_requests(
     State(app): State<AppState>,
-    headers: HeaderMap,
     Query(params): Query<ListParams>,
 ) -> Result<Json<RequestsResponse>, ApiError> {
-    authorize(&app, &headers).await?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let wait = Duration::from_secs(params.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     let deadline = tokio::time::Instant::now() + wait;
@@ -123,11 +143,19 @@ pub async fn list_requests(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let requests = app.store.unacknowledged(limit, now_ms()).await?;
+        let revocations = app
+            .store
+            .unacknowledged_revocations(limit, now_ms())
+            .await?;
         if !requests.is_empty()
+            || !revocations.is_empty()
             || tokio::time::Instant::now() >= deadline
             || *shutdown.borrow_and_update()
         {
-            return Ok(Json(RequestsResponse { requests }));
+            return Ok(Json(RequestsResponse {
+                requests,
+                revocations,
+            }));
         }
         tokio::select! {
             () = &mut notified => {}
@@ -155,7 +183,6 @@ pub async fn ack(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<AckResponse>, ApiError> {
-    authorize(&app, &headers).await?;
     require_json(&headers)?;
     let request: AckRequest = parse_json(&body)?;
     if request.ids.len() > MAX_BATCH {
@@ -196,6 +223,8 @@ pub async fn ack(
     security(("sync_token" = [])),
     responses(
         (status = 200, description = "What became of each record", body = ResultsResponse),
+        (status = 409, description = "A record conflicts with a stored final result", body = ResultsResponse),
+        (status = 422, description = "A record failed a check", body = ResultsResponse),
         (status = 400, description = "Malformed body", body = ErrorResponse),
         (status = 401, description = "Missing or wrong token", body = ErrorResponse),
     )
@@ -204,20 +233,45 @@ pub async fn results(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<ResultsResponse>, ApiError> {
-    authorize(&app, &headers).await?;
+) -> Result<(StatusCode, Json<ResultsResponse>), ApiError> {
     require_json(&headers)?;
     let request: ResultsRequest = parse_json(&body)?;
-    if request.results.len() > MAX_BATCH {
-        return Err(too_many(request.results.len()));
+    if request.results.len() + request.revocations.len() > MAX_BATCH {
+        return Err(too_many(request.results.len() + request.revocations.len()));
     }
-    let ids: Vec<String> = request
-        .results
+    let revocation_ids: Vec<String> = request
+        .revocations
         .iter()
         .map(|r| r.request_id.to_string())
         .collect();
-    let outcomes = app.store.record_results(request.results, now_ms()).await?;
+    let revocation_outcomes = if request.revocations.is_empty() {
+        Vec::new()
+    } else {
+        app.store
+            .record_revocation_results(request.revocations, now_ms())
+            .await?
+    };
     let mut answer = ResultsResponse::default();
+    let mut checked = Vec::with_capacity(request.results.len());
+    for record in request.results {
+        match check_result(&app, record).await? {
+            Ok(record) => checked.push(record),
+            Err((id, refusal)) => {
+                tracing::warn!(
+                    request_id = %id,
+                    reason = refusal.code,
+                    "refused a pushed result: {}",
+                    refusal.message
+                );
+                app.metrics.refuse("result", refusal.code);
+                answer.rejected.push(id);
+            }
+        }
+    }
+    let mut ids: Vec<String> = checked.iter().map(|r| r.request_id.to_string()).collect();
+    let mut outcomes = app.store.record_results(checked, now_ms()).await?;
+    ids.extend(revocation_ids);
+    outcomes.extend(revocation_outcomes);
     for (id, outcome) in ids.into_iter().zip(outcomes) {
         match outcome {
             ResultOutcome::Updated => answer.updated.push(id),
@@ -225,29 +279,88 @@ pub async fn results(
             ResultOutcome::Unknown => answer.unknown.push(id),
             ResultOutcome::Conflict => {
                 tracing::warn!(request_id = %id, "a different final result was pushed; kept the first");
+                app.metrics.refuse("result", "conflict");
                 answer.conflicts.push(id);
             }
         }
     }
-    Ok(Json(answer))
+    let (status, message) = if !answer.rejected.is_empty() {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "{} result(s) refused: their certificate is not the pinned CA's, not valid now, \
+                 or not for the request's key and IP: {}",
+                answer.rejected.len(),
+                answer.rejected.join(", ")
+            ),
+        )
+    } else if !answer.conflicts.is_empty() {
+        (
+            StatusCode::CONFLICT,
+            format!(
+                "{} result(s) conflict with a stored final result, which was kept: {}",
+                answer.conflicts.len(),
+                answer.conflicts.join(", ")
+            ),
+        )
+    } else {
+        return Ok((StatusCode::OK, Json(answer)));
+    };
+    answer.error = Some(super::error::ErrorBody {
+        code: status.as_u16(),
+        message,
+        reason: None,
+    });
+    Ok((status, Json(answer)))
 }
 
-/// Checks the bearer token and notes that sync was seen.
-pub(super) async fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &app.sync_token else {
+/// Checks one pushed record against the pinned CA and the stored CSR: `Err` with the id and
+/// why when refused. A record for an unknown id passes (the store reports it unknown).
+async fn check_result(
+    app: &AppState,
+    record: StatusRecord,
+) -> Result<Result<StatusRecord, (String, Refusal)>, ApiError> {
+    let Some(ca) = &app.ca else {
         return Err(ApiError::new(
             ErrorKind::Unavailable,
-            "the sync endpoints are disabled: start serve with --sync-token-file FILE",
+            "results cannot be checked: start serve with --ca-chain FILE",
         ));
     };
-    if !token.verify(headers) {
-        return Err(ApiError::new(
+    let id = record.request_id.clone();
+    let Some(csr) = app.store.content(&id).await? else {
+        return Ok(Ok(record));
+    };
+    let published = app.store.published(Artifact::CaCertificate).await?;
+    Ok(ca
+        .check_result(record, &csr, published.as_ref().map(|p| &p.body[..]))
+        .map_err(|r| (id.to_string(), r)))
+}
+
+/// Middleware in front of every sync route: checks the bearer token from the headers alone
+/// and answers `401` (or `503` when sync is off) before a byte of the body is read, then notes
+/// that sync was seen.
+pub async fn require_token(
+    State(app): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(token) = &app.sync_token else {
+        return ApiError::new(
+            ErrorKind::Unavailable,
+            "the sync endpoints are disabled: start serve with --sync-token-file FILE",
+        )
+        .into_response();
+    };
+    if !token.verify(request.headers()) {
+        return ApiError::new(
             ErrorKind::Unauthorized,
             "missing or wrong token: send Authorization: Bearer <the token of --sync-token-file>",
-        ));
+        )
+        .into_response();
     }
     app.saw_sync().await;
-    Ok(())
+    next.run(request).await
 }
 
 fn too_many(n: usize) -> ApiError {

@@ -23,6 +23,7 @@ mod policy;
 mod process;
 mod request;
 mod revoke;
+mod revoke_request;
 mod serve;
 mod status;
 mod sync;
@@ -114,6 +115,8 @@ pub enum Command {
     Show(list::ShowArgs),
     /// Revoke a certificate by serial or request id
     Revoke(revoke::Args),
+    /// Ask the CA to revoke your certificate, proving possession of its key
+    RevokeRequest(revoke_request::Args),
     /// Sign a new CRL
     Crl(crl::Args),
     /// Ledger tools
@@ -147,6 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::List(args) => list::run_list(&settings, args),
         Command::Show(args) => list::run_show(&settings, args),
         Command::Revoke(args) => revoke::run(&settings, args),
+        Command::RevokeRequest(args) => revoke_request::run(&settings, args),
         Command::Crl(args) => crl::run(&settings, args),
         Command::Ledger(cmd) => ledger::run(&settings, cmd),
         Command::Serve(args) => serve::run(&settings, args),

@@ -13,8 +13,9 @@ use openssl::pkey::{PKey, Private};
 
 use crate::cli::Settings;
 use crate::client::api::{Answered, CaApi};
-use crate::client::http::{build_agent, Transport, Trust};
+use crate::client::http::{build_agent, check_plain_http, Transport, Trust};
 use crate::client::output::{check_distinct, check_target, write_all, OutFile};
+use crate::client::verify::{self, Anchors, Expect};
 use crate::client::{keys, progress, spool, Channel, ClientError, WaitOptions};
 use crate::error::{ExitStatus, Fail};
 use crate::fsx::{MODE_PUBLIC, MODE_SECRET};
@@ -31,9 +32,15 @@ pub struct ApiArgs {
     /// https://ca.sms-gate.app/api/v1]
     #[arg(long, env = "ASG_CA_URL", value_name = "URL")]
     pub ca_url: Option<String>,
-    /// Trust only this CA certificate (PEM) for an https:// CA URL, instead of the system's
+    /// The CA's root certificate (PEM): issued certificates must chain to it, and an https://
+    /// CA URL must present a certificate from it. Without it the chain the CA publishes
+    /// (/api/v1/ca.crt, or published/ca.crt of --spool) is trusted on first use, with a warning
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Allow a plain http:// CA URL on a host other than this machine (everything then
+    /// travels in clear and can be forged on the way)
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 impl ApiArgs {
@@ -44,10 +51,79 @@ impl ApiArgs {
             .clone()
             .or_else(|| settings.file.ca_url.clone())
             .unwrap_or_else(|| DEFAULT_CA_URL.to_owned());
-        let trust = Trust::from_option(self.ca_file.as_deref())?;
+        check_plain_http(&url, self.insecure_http)
+            .map_err(|e| ClientError::BadInput(e.to_string()))?;
+        let trust = Trust::from_option(self.ca_file(settings).as_deref())?;
         let transport = Transport::new(&url, build_agent(&trust, settings.timeout))?;
         Ok(CaApi::new(transport))
     }
+
+    /// `--ca-file`, from the flag or the config file.
+    pub fn ca_file(&self, settings: &Settings) -> Option<PathBuf> {
+        self.ca_file
+            .clone()
+            .or_else(|| settings.file.ca_file.clone())
+    }
+
+    /// What an issued chain must lead to: `--ca-file`, else the chain the CA publishes over the
+    /// channel in use, trusted on first use with a warning.
+    pub fn anchors(&self, settings: &Settings, channel: &Channel) -> Result<Anchors, ClientError> {
+        if let Some(path) = self.ca_file(settings) {
+            let pem = std::fs::read(&path).map_err(|e| {
+                ClientError::BadInput(format!("cannot read --ca-file {}: {e}", path.display()))
+            })?;
+            let certs = openssl::x509::X509::stack_from_pem(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    ClientError::BadInput(format!(
+                        "--ca-file {} holds no PEM certificate",
+                        path.display()
+                    ))
+                })?;
+            return Ok(Anchors::pinned(certs));
+        }
+        let (pem, place) = match channel {
+            Channel::Http(api) => (
+                api.ca_chain(settings.timeout).map_err(|e| {
+                    ClientError::BadAnswer(format!(
+                        "cannot fetch the CA's chain to check the certificate ({e}): pass \
+                         --ca-file ROOT"
+                    ))
+                })?,
+                format!("{}/ca.crt", api.base()),
+            ),
+            Channel::Spool(dir) => (
+                spool::published_chain(dir)?,
+                format!("{}/published/ca.crt", dir.display()),
+            ),
+        };
+        let certs = verify::parse_blocks(&pem).map_err(|e| {
+            ClientError::BadAnswer(format!("the CA chain at {place} is unusable: {e}"))
+        })?;
+        let anchors = Anchors::from_bundle(&certs).ok_or_else(|| {
+            ClientError::BadAnswer(format!(
+                "the CA chain at {place} holds no root certificate: pass --ca-file ROOT"
+            ))
+        })?;
+        tracing::warn!(
+            "trusting the CA chain at {place} on first use (root SHA-256 {}): pin it with \
+             --ca-file ROOT",
+            fingerprint(&anchors.roots[0])
+        );
+        Ok(anchors)
+    }
+}
+
+fn fingerprint(cert: &openssl::x509::X509) -> String {
+    cert.digest(openssl::hash::MessageDigest::sha256())
+        .map(|d| {
+            d.iter()
+                .map(|b| format!("{b:02X}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .unwrap_or_default()
 }
 
 /// Flags of `webhooks|private`.
@@ -187,15 +263,30 @@ fn request(settings: &Settings, args: &Args, kind: RequestType) -> Result<ExitSt
     let mut reporter = progress::for_stderr();
     let answered = crate::client::obtain(&channel, &csr, kind, wait, reporter.as_mut())?;
 
-    // 4. Check what came back, then write the files as a pair.
-    let chain = answered.state.certificate.clone().ok_or_else(|| {
+    // 4. Check what came back (DESIGN §5: the chain to a trusted root, valid now, not a CA,
+    //    serverAuth, exactly our IP, our key), then write only its certificates, as a pair.
+    let sent = answered.state.certificate.clone().ok_or_else(|| {
         ClientError::BadAnswer("the CA approved the request but sent no certificate".to_owned())
     })?;
-    let leaf = keys::check_issued(&chain, &key, ip)?;
-    let mut chain = chain;
-    if !chain.ends_with('\n') {
-        chain.push('\n');
-    }
+    let anchors = args.api.anchors(settings, &channel)?;
+    let public_key_der = key
+        .public_key_to_der()
+        .map_err(|e| ClientError::Crypto(format!("cannot encode our public key: {e}")))?;
+    let checked = verify::check_chain(
+        &sent,
+        &anchors,
+        Expect {
+            public_key_der: &public_key_der,
+            ip,
+        },
+    )
+    .map_err(|e| {
+        ClientError::BadAnswer(format!(
+            "refusing the certificate the CA sent: {e}; nothing was written"
+        ))
+    })?;
+    let leaf = checked.leaf;
+    let chain = checked.chain_pem;
     let key_pem = keys::key_pem(&key)?;
     let mut files = vec![OutFile {
         path: &args.out,

@@ -4,7 +4,9 @@
 //! finishes in-flight requests and exits 0. SIGHUP reloads the policy (an invalid file keeps
 //! the old one).
 //!
-//! It reads the policy, the sync token and its database, and nothing else: never a CA key.
+//! It reads the policy, the sync token, the pinned CA chain (`--ca-chain`, public
+//! certificates), the database password file and its database, and nothing else: never a CA
+//! key.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -14,13 +16,14 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::api::auth::SyncToken;
+use crate::api::pin::PinnedCa;
 use crate::api::rate_limit::RateLimit;
 use crate::api::{self, AppState, Config};
 use crate::cli::settings::DEFAULT_POLICY;
 use crate::cli::Settings;
 use crate::error::{ExitStatus, Fail};
 use crate::policy::Policy;
-use crate::store::{DbUrl, Retention, Store, StoreError};
+use crate::store::{DbSecret, DbUrl, Retention, Store, StoreError};
 
 /// Flags of `serve`.
 #[derive(Debug, clap::Args)]
@@ -29,13 +32,23 @@ pub struct Args {
     /// address is printed on stdout as `listening on ADDR`
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Database URL: sqlite:PATH [default: sqlite:<state>/serve.sqlite3]
+    /// Database URL: sqlite:PATH, or postgres://user@host:port/db for several instances on
+    /// one database (no password in it) [default: sqlite:<state>/serve.sqlite3]
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
+    /// File with the PostgreSQL password (mode 0600; a trailing newline is ignored); without
+    /// it PGPASSFILE or ~/.pgpass is read, as libpq does
+    #[arg(long, value_name = "FILE")]
+    pub db_password_file: Option<PathBuf>,
     /// File with the bearer token of the /api/v1/sync/ endpoints (mode 0600; a trailing
     /// newline is ignored). Without it those endpoints answer 503
     #[arg(long, value_name = "FILE")]
     pub sync_token_file: Option<PathBuf>,
+    /// The CA chain serve is pinned to (the signer's published/ca.crt: issuing CA first, root
+    /// last). Pushed results and published files must be this CA's. Required with
+    /// --sync-token-file
+    #[arg(long, value_name = "FILE")]
+    pub ca_chain: Option<PathBuf>,
     /// POSTs per client address: N/s, N/min or N/h; 0 disables [default: 1/min]
     #[arg(long, value_name = "N/PERIOD")]
     pub rate_limit: Option<String>,
@@ -51,6 +64,9 @@ pub struct Args {
     /// /health reports degraded when sync has not called for this long [default: 15m]
     #[arg(long, value_name = "DURATION")]
     pub sync_stale_after: Option<String>,
+    /// Most connections open at once; more wait until one closes [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Time limit for one request [default: 30s]
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,
@@ -93,6 +109,13 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
     let sync_stale_after =
         duration_flag("--sync-stale-after", args.sync_stale_after, &None, "15m")?;
     let request_timeout = duration_flag("--request-timeout", args.request_timeout, &None, "30s")?;
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(api::DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(Fail::usage("--max-connections must be at least 1"));
+    }
 
     let token_file = args
         .sync_token_file
@@ -110,22 +133,28 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
             None
         }
     };
+    let ca =
+        match args.ca_chain.or_else(|| file.ca_chain.clone()) {
+            Some(path) => Some(PinnedCa::load(&path).map_err(Fail::usage)?),
+            None if sync_token.is_some() => return Err(Fail::usage(
+                "--sync-token-file needs --ca-chain FILE (the signer's published/ca.crt): serve \
+                 accepts pushed certificates and files only from the CA it is pinned to",
+            )),
+            None => None,
+        };
     let policy = load_policy(settings)?;
 
-    let store = Store::open(
-        &db,
-        Retention {
-            pending_ttl,
-            result_ttl,
-        },
-    )
-    .map_err(|e| match e {
-        StoreError::Unsupported(_) | StoreError::BadUrl(_) | StoreError::SchemaTooNew { .. } => {
-            Fail::usage(e.to_string())
-        }
-        other => Fail::runtime(other.to_string()),
-    })?;
-
+    let secret = DbSecret {
+        password_file: args
+            .db_password_file
+            .clone()
+            .or_else(|| file.db_password_file.clone()),
+        allow_loose: settings.allow_loose_permissions,
+    };
+    let retention = Retention {
+        pending_ttl,
+        result_ttl,
+    };
     let listener = std::net::TcpListener::bind(&listen)
         .map_err(|e| Fail::runtime(format!("cannot listen on {listen}: {e}")))?;
     listener
@@ -143,6 +172,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
         pending_ttl,
         sync_stale_after,
         request_timeout,
+        ca,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -157,6 +187,15 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
         let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        let store = Store::open(&db, retention, &secret)
+            .await
+            .map_err(|e| match e {
+                StoreError::BadUrl(_)
+                | StoreError::PasswordInUrl
+                | StoreError::Password { .. }
+                | StoreError::SchemaTooNew { .. } => Fail::usage(e.to_string()),
+                other => Fail::runtime(other.to_string()),
+            })?;
         let state = AppState::new(store, config)
             .await
             .map_err(|e| Fail::runtime(e.to_string()))?;
@@ -182,7 +221,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
         let _ = std::io::stdout().flush();
         tracing::info!(
             addr = %bound,
-            db = ?db,
+            db = %state.store.backend(),
             rate_limit = %rate_limit,
             pending_ttl = %crate::duration::format(pending_ttl),
             result_ttl = %crate::duration::format(result_ttl),
@@ -196,7 +235,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
             }
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         };
-        api::serve(listener, state, shutdown)
+        api::serve(listener, state, max_connections, shutdown)
             .await
             .context("the HTTP server failed")?;
         tracing::info!("stopped");

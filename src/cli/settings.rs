@@ -74,6 +74,16 @@ pub struct ConfigFile {
     pub interval: Option<String>,
     /// client `--ca-url`.
     pub ca_url: Option<String>,
+    /// `serve --ca-chain`.
+    pub ca_chain: Option<PathBuf>,
+    /// `serve --max-connections`.
+    pub max_connections: Option<usize>,
+    /// `serve --db-password-file`.
+    pub db_password_file: Option<PathBuf>,
+    /// `sync --max-pull`.
+    pub max_pull: Option<usize>,
+    /// client and `sync` `--ca-file`.
+    pub ca_file: Option<PathBuf>,
     /// `daemon --workers`.
     pub workers: Option<usize>,
     /// `daemon --metrics-file`.

@@ -80,13 +80,23 @@ fn print(args: &Args, answered: &Answered) -> ExitStatus {
         .unwrap_or_default();
     println!(
         "{}: {}{reason}: {}",
-        s.request_id,
+        crate::client::escape(&s.request_id),
         s.status.as_str(),
         s.message
     );
     if let Some(cert) = &s.certificate {
-        print!("{cert}");
-        if !cert.ends_with('\n') {
+        // Shown, not trusted: its certificates re-encoded, or the text with escapes.
+        let shown = crate::client::verify::parse_blocks(cert)
+            .ok()
+            .and_then(|certs| {
+                certs
+                    .iter()
+                    .map(|c| c.to_pem().ok().and_then(|p| String::from_utf8(p).ok()))
+                    .collect::<Option<String>>()
+            })
+            .unwrap_or_else(|| crate::client::escape_lines(cert));
+        print!("{shown}");
+        if !shown.ends_with('\n') {
             println!();
         }
     }

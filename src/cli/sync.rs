@@ -11,7 +11,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::cli::Settings;
-use crate::client::http::{build_agent, Transport, Trust};
+use crate::client::http::{build_agent, check_plain_http, Transport, Trust};
 use crate::error::{ExitStatus, Fail};
 use crate::sync::api::SyncApi;
 use crate::sync::push::Pusher;
@@ -43,6 +43,14 @@ pub struct Args {
     /// Trust only this CA certificate (PEM) for an https:// API, instead of the system's
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Write at most N new requests into incoming/ a round; with --watch, pull only while
+    /// fewer than N wait there [default: 100]
+    #[arg(long, value_name = "N")]
+    pub max_pull: Option<usize>,
+    /// Allow a plain http:// API on a host other than this machine (the token then travels
+    /// in clear)
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 /// Runs `sync`.
@@ -68,8 +76,19 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
     if interval.is_zero() {
         return Err(Fail::usage("--interval must be at least 1s"));
     }
-    let trust =
-        Trust::from_option(args.ca_file.as_deref()).map_err(|e| Fail::usage(e.to_string()))?;
+    check_plain_http(&url, args.insecure_http).map_err(|e| Fail::usage(e.to_string()))?;
+    let max_pull = args
+        .max_pull
+        .or(settings.file.max_pull)
+        .unwrap_or(crate::sync::DEFAULT_MAX_PULL);
+    if max_pull == 0 {
+        return Err(Fail::usage("--max-pull must be at least 1"));
+    }
+    let ca_file = args
+        .ca_file
+        .clone()
+        .or_else(|| settings.file.ca_file.clone());
+    let trust = Trust::from_option(ca_file.as_deref()).map_err(|e| Fail::usage(e.to_string()))?;
     let transport = Transport::new(&url, build_agent(&trust, settings.timeout))
         .map_err(|e| Fail::usage(e.to_string()))?
         .with_token(token);
@@ -80,7 +99,9 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
             settings.spool.display()
         )));
     }
-    let bridge = Bridge::open(api, &settings.spool).map_err(|e| Fail::runtime(e.to_string()))?;
+    let bridge = Bridge::open(api, &settings.spool)
+        .map_err(|e| Fail::runtime(e.to_string()))?
+        .with_max_pull(max_pull);
 
     if args.watch {
         let options = WatchOptions {

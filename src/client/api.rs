@@ -99,6 +99,51 @@ impl CaApi {
         }
     }
 
+    /// `POST /revocations {certificate, reason, proof}`: `Ok(Ok(state))` when accepted,
+    /// `Ok(Err(body))` when refused with a reason (a bad proof, an unknown certificate).
+    pub fn submit_revocation(
+        &self,
+        certificate: &str,
+        reason: &str,
+        proof: &str,
+        timeout: Duration,
+    ) -> Result<Result<RevocationState, ErrorBody>, HttpError> {
+        let body =
+            serde_json::json!({"certificate": certificate, "reason": reason, "proof": proof});
+        let answer = self.transport.post_json("/revocations", &body, timeout)?;
+        match answer.status {
+            200..=202 => Ok(Ok(decode_revocation(&answer)?)),
+            400 | 403 | 422 => answer
+                .error_body()
+                .map(Err)
+                .ok_or_else(|| answer.garbage(None)),
+            _ => Err(answer.unexpected()),
+        }
+    }
+
+    /// `GET /revocations/{id}`; `None` on 404.
+    pub fn fetch_revocation(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<RevocationState>, HttpError> {
+        let answer = self.transport.get(&format!("/revocations/{id}"), timeout)?;
+        match answer.status {
+            200 => decode_revocation(&answer).map(Some),
+            404 if answer.error_body().is_some() => Ok(None),
+            _ => Err(answer.unexpected()),
+        }
+    }
+
+    /// `GET /ca.crt`: the CA chain the API publishes (PEM), for trust on first use.
+    pub fn ca_chain(&self, timeout: Duration) -> Result<String, HttpError> {
+        let answer = self.transport.get("/ca.crt", timeout)?;
+        if answer.status != 200 {
+            return Err(answer.unexpected());
+        }
+        String::from_utf8(answer.body.clone()).map_err(|_| answer.garbage(None))
+    }
+
     /// `GET /csr/{id}`; `None` on 404 (unknown or expired).
     pub fn fetch(&self, id: &str, timeout: Duration) -> Result<Option<Answered>, HttpError> {
         let answer = self.transport.get(&format!("/csr/{id}"), timeout)?;
@@ -114,5 +159,54 @@ fn decode(answer: &super::http::Answer) -> Result<Answered, HttpError> {
     let raw: serde_json::Value = answer.json()?;
     let state: RequestState =
         serde_json::from_value(raw.clone()).map_err(|e| answer.garbage(Some(&e)))?;
-    Ok(Answered { state, raw })
+    Ok(Answered {
+        state: state.escaped(),
+        raw,
+    })
+}
+
+/// A revocation request's state as the API (or a spool record) reports it; texts escaped.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct RevocationState {
+    /// The revocation request's id.
+    pub request_id: String,
+    /// `pending`, `revoked` or `denied`.
+    pub status: String,
+    /// Plain words.
+    #[serde(default)]
+    pub message: String,
+    /// The code of a denial.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl RevocationState {
+    /// The state with its texts escaped for a terminal.
+    pub fn escaped(self) -> Self {
+        Self {
+            request_id: super::escape(&self.request_id),
+            status: super::escape(&self.status),
+            message: super::escape(&self.message),
+            reason: self.reason.as_deref().map(super::escape),
+        }
+    }
+}
+
+fn decode_revocation(answer: &super::http::Answer) -> Result<RevocationState, HttpError> {
+    let state: RevocationState = answer.json()?;
+    Ok(state.escaped())
+}
+
+impl RequestState {
+    /// The state with every text meant for a person escaped ([`super::escape`]): a server
+    /// must not be able to write terminal escapes or forged log lines through it. The
+    /// certificate is left as sent; it is parsed, never printed as is.
+    pub fn escaped(self) -> Self {
+        Self {
+            message: super::escape(&self.message),
+            reason: self.reason.as_deref().map(super::escape),
+            kind: self.kind.as_deref().map(super::escape),
+            ..self
+        }
+    }
 }

@@ -56,6 +56,41 @@ impl Trust {
     }
 }
 
+/// Refuses a plain `http://` base URL whose host is not loopback, unless `insecure` (the
+/// `--insecure-http` flag): over plain HTTP anyone on the path could read a bearer token and
+/// answer with forgeries. Checked before any connection is made.
+pub fn check_plain_http(base: &str, insecure: bool) -> Result<(), HttpError> {
+    let trimmed = base.trim();
+    let Some(rest) = trimmed
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("http://"))
+        .map(|_| &trimmed[7..])
+    else {
+        return Ok(());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback || insecure {
+        return Ok(());
+    }
+    Err(HttpError::BadUrl {
+        url: base.to_owned(),
+        detail: format!(
+            "plain http:// to {host}, which is not this machine, would send everything in clear \
+             and accept forged answers: use https://, or pass --insecure-http if you really mean it"
+        ),
+    })
+}
+
 /// Builds the agent every command uses: native-tls with explicit roots, statuses returned as
 /// responses, and a global timeout on every call.
 pub fn build_agent(trust: &Trust, timeout: Duration) -> Agent {
@@ -266,7 +301,10 @@ impl Answer {
         }
         serde_json::from_slice::<Envelope>(&self.body)
             .ok()
-            .map(|e| e.error)
+            .map(|e| ErrorBody {
+                message: super::escape(&e.error.message),
+                reason: e.error.reason.as_deref().map(super::escape),
+            })
     }
 
     /// The error for a status the caller did not expect: the API's message when it sent one,
@@ -527,6 +565,31 @@ mod tests {
             "http://x/api?y=1",
         ] {
             assert!(Transport::new(bad, agent()).is_err(), "{bad}");
+        }
+    }
+
+    /// Issue 16: `http://` to another host is refused before any packet is sent.
+    #[test]
+    fn issue_16_plain_http_is_for_loopback_only() {
+        for ok in [
+            "http://127.0.0.1:3000/api/v1",
+            "http://localhost/api/v1",
+            "http://[::1]:8080/api/v1",
+            "http://127.1.2.3/api/v1",
+            "https://192.0.2.1/api/v1",
+        ] {
+            assert!(check_plain_http(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://192.0.2.1/api/v1",
+            "HTTP://192.0.2.1:80/api/v1",
+            "http://ca.example/api/v1",
+            "http://[2001:db8::1]/api/v1",
+            "http://127.0.0.1@192.0.2.1/api/v1",
+        ] {
+            let e = check_plain_http(bad, false).unwrap_err();
+            assert!(e.to_string().contains("--insecure-http"), "{bad}: {e}");
+            assert!(check_plain_http(bad, true).is_ok(), "{bad}");
         }
     }
 

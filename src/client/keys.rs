@@ -1,6 +1,6 @@
 //! Key and CSR material of the client: a fresh private key (made here, never sent), a clean
-//! CSR for one IP, reading an existing key or certificate for renewal, and checking that an
-//! issued certificate is really for our key and our IP.
+//! CSR for one IP, reading an existing key or certificate for renewal. What comes back is
+//! checked by [`super::verify`].
 //!
 //! The CSR is the smallest one policy approves (DESIGN §3): subject `CN=<ip>` and one
 //! subjectAltName `IP:<ip>`, both in canonical text form, signed with SHA-256, and no other
@@ -140,31 +140,6 @@ pub fn certificate_ip(cert: &X509) -> Option<IpAddr> {
             .and_then(|cn| cn.parse().ok()),
         _ => None,
     }
-}
-
-/// Checks an issued chain (leaf first): it parses, its leaf carries our key, and names our IP.
-pub fn check_issued(chain_pem: &str, key: &PKey<Private>, ip: IpAddr) -> Result<X509, ClientError> {
-    let certs = X509::stack_from_pem(chain_pem.as_bytes()).map_err(|e| {
-        ClientError::BadAnswer(format!("the certificate sent back is not PEM: {e}"))
-    })?;
-    let leaf = certs.into_iter().next().ok_or_else(|| {
-        ClientError::BadAnswer("the answer says approved but holds no certificate".to_owned())
-    })?;
-    let matches = leaf
-        .public_key()
-        .map(|pk| pk.public_eq(key))
-        .unwrap_or(false);
-    if !matches {
-        return Err(ClientError::BadAnswer(
-            "the certificate sent back is not for our key; nothing was written".to_owned(),
-        ));
-    }
-    if certificate_ip(&leaf) != Some(ip) {
-        return Err(ClientError::BadAnswer(format!(
-            "the certificate sent back is not for {ip}; nothing was written"
-        )));
-    }
-    Ok(leaf)
 }
 
 /// Seconds from now until `cert`'s notAfter (negative when expired).

@@ -5,8 +5,10 @@
 //! checks the IP and the target files first ([`keys::parse_private_ip`],
 //! [`output::check_target`]), then a key is made locally (it never leaves this process but
 //! into `--keyout`), the request is submitted and waited for ([`obtain`]), the certificate
-//! checked against our key and IP ([`keys::check_issued`]), and only then are the files
-//! written as a pair ([`output::write_all`]).
+//! checked ([`verify::check_chain`]: a chain to a root we trust, valid now, not a CA,
+//! serverAuth, exactly our IP, our key), and only then are its certificates, and nothing else,
+//! written as a pair ([`output::write_all`]). Text a server sent is shown escaped
+//! ([`escape`]).
 //!
 //! `client` never reads flags or the environment (that is `cli`'s job) and never holds a CA
 //! key. Its [`http`] module is also `sync`'s transport.
@@ -22,6 +24,7 @@ pub mod keys;
 pub mod output;
 pub mod progress;
 pub mod spool;
+pub mod verify;
 
 pub use error::ClientError;
 
@@ -103,7 +106,8 @@ fn obtain_http(
     let id = answered.state.request_id.clone();
     if crate::request::RequestId::parse(&id).is_err() {
         return Err(ClientError::BadAnswer(format!(
-            "the CA answered with an unusable request id {id:?}"
+            "the CA answered with an unusable request id {:?}",
+            escape(&id)
         )));
     }
     reporter.submitted(&id, api.base());
@@ -119,6 +123,14 @@ fn obtain_http(
         thread::sleep(wait.poll_interval.min(clock.remaining()));
         loop {
             match api.fetch(&id, clock.remaining_or_min()) {
+                Ok(Some(a)) if a.state.request_id != id => {
+                    return Err(ClientError::BadAnswer(format!(
+                        "the CA at {} answered for request {:?} when asked about {id}; nothing \
+                         was written",
+                        api.base(),
+                        escape(&a.state.request_id)
+                    )))
+                }
                 Ok(Some(a)) => {
                     answered = a;
                     break;
@@ -215,6 +227,27 @@ fn timeout(id: String, waited: Duration, held: bool, spool: Option<PathBuf>) -> 
         held,
         spool,
     }
+}
+
+/// Text a server (or a spool file) supplied, made safe for a terminal or a log line: control
+/// characters (escape sequences, newlines that would forge log lines, carriage returns) and
+/// bidirectional overrides are written as escapes (`\u{1b}`, `\n`).
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Like [`escape`], but keeps newlines (for multi-line text such as PEM shown as is).
+pub fn escape_lines(text: &str) -> String {
+    text.split('\n').map(escape).collect::<Vec<_>>().join("\n")
 }
 
 /// The wait's deadline.

@@ -16,6 +16,8 @@ use crate::request::{rfc3339, Envelope, RequestId, RequestType, StatusRecord};
 
 /// Largest status record we read (a chain of a few certificates fits many times over).
 const MAX_STATUS_BYTES: u64 = 1024 * 1024;
+/// Largest `rejected/*.reason` we read.
+const MAX_REASON_BYTES: u64 = 4096;
 
 /// Refuses a spool directory that does not exist, before any work.
 pub fn check_spool(spool: &Path) -> Result<(), ClientError> {
@@ -31,22 +33,7 @@ pub fn check_spool(spool: &Path) -> Result<(), ClientError> {
 
 /// Writes the envelope for a new request into `incoming/` and returns its id.
 pub fn submit(spool: &Path, csr_pem: &str, kind: RequestType) -> Result<RequestId, ClientError> {
-    let incoming = spool.join("incoming");
-    if !incoming.is_dir() {
-        fs::create_dir(&incoming)
-            .or_else(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|source| ClientError::Io {
-                what: "cannot create",
-                path: incoming.clone(),
-                source,
-            })?;
-    }
+    let incoming = ensure_incoming(spool)?;
     let id = RequestId::generate();
     let envelope = Envelope {
         request_id: id.to_string(),
@@ -63,6 +50,96 @@ pub fn submit(spool: &Path, csr_pem: &str, kind: RequestType) -> Result<RequestI
         source,
     })?;
     Ok(id)
+}
+
+/// `published/ca.crt` of the spool (the chain the signer publishes), read no-follow and
+/// bounded.
+pub fn published_chain(spool: &Path) -> Result<String, ClientError> {
+    let path = spool.join("published").join("ca.crt");
+    match fsx::read_untrusted(&path, MAX_STATUS_BYTES) {
+        Ok(Untrusted::Content(bytes)) => String::from_utf8(bytes)
+            .map_err(|_| ClientError::BadAnswer(format!("{} is not PEM text", path.display()))),
+        Ok(_) => Err(ClientError::BadAnswer(format!(
+            "{} is not a regular file of a sane size: pass --ca-file ROOT",
+            path.display()
+        ))),
+        Err(e) => Err(ClientError::BadAnswer(format!(
+            "cannot read {} to check the certificate ({e}): pass --ca-file ROOT",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes `incoming/<id>.revoke.json` (DESIGN §9: serial, reason, proof) and returns its id.
+pub fn submit_revocation(
+    spool: &Path,
+    serial: &str,
+    reason: &str,
+    proof: &str,
+) -> Result<RequestId, ClientError> {
+    let incoming = ensure_incoming(spool)?;
+    let id = RequestId::generate();
+    let body = serde_json::json!({"serial": serial, "reason": reason, "proof": proof});
+    let bytes = serde_json::to_vec_pretty(&body).expect("JSON values serialise");
+    let path = incoming.join(format!("{id}.revoke.json"));
+    fsx::write_new(&path, &bytes, fsx::MODE_PUBLIC).map_err(|source| ClientError::Io {
+        what: "cannot write the revocation request",
+        path,
+        source,
+    })?;
+    Ok(id)
+}
+
+/// Reads `status/<id>.revoke.json` (no-follow, bounded), if it exists.
+pub fn read_revocation_status(
+    spool: &Path,
+    id: &RequestId,
+) -> Result<Option<super::api::RevocationState>, ClientError> {
+    let path = spool.join("status").join(format!("{id}.revoke.json"));
+    let bytes = match fsx::read_untrusted(&path, MAX_STATUS_BYTES) {
+        Ok(Untrusted::Content(bytes)) => bytes,
+        Ok(_) => {
+            return Err(ClientError::BadAnswer(format!(
+                "{} is not a regular file of a sane size",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ClientError::Io {
+                what: "cannot read",
+                path,
+                source,
+            })
+        }
+    };
+    let state: super::api::RevocationState = serde_json::from_slice(&bytes).map_err(|e| {
+        ClientError::BadAnswer(format!(
+            "{} is not a revocation record: {e}",
+            path.display()
+        ))
+    })?;
+    if state.request_id != id.as_str() {
+        return Err(ClientError::BadAnswer(format!(
+            "{} is for another request",
+            path.display()
+        )));
+    }
+    Ok(Some(state.escaped()))
+}
+
+/// `incoming/` of the spool, created when missing.
+fn ensure_incoming(spool: &Path) -> Result<PathBuf, ClientError> {
+    let incoming = spool.join("incoming");
+    match fs::create_dir(&incoming) {
+        Ok(()) => Ok(incoming),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(incoming),
+        Err(source) => Err(ClientError::Io {
+            what: "cannot create",
+            path: incoming,
+            source,
+        }),
+    }
 }
 
 /// Where a request stands in a spool.
@@ -92,9 +169,17 @@ pub fn find(spool: &Path, id: &RequestId) -> Result<Found, ClientError> {
     }
     for ext in ["json", "csr"] {
         let reason: PathBuf = spool.join("rejected").join(format!("{id}.{ext}.reason"));
-        if spool.join("rejected").join(format!("{id}.{ext}")).exists() || reason.exists() {
-            let text = fs::read_to_string(&reason).unwrap_or_default();
-            return Ok(Found::Rejected(text.trim().to_owned()));
+        let present = |p: &Path| fs::symlink_metadata(p).is_ok();
+        if present(&spool.join("rejected").join(format!("{id}.{ext}"))) || present(&reason) {
+            // Whoever holds the spool may have put a FIFO or a symlink here: read no-follow,
+            // non-blocking and bounded, and show the text escaped.
+            let text = match fsx::read_untrusted(&reason, MAX_REASON_BYTES) {
+                Ok(Untrusted::Content(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+                Ok(Untrusted::TooLarge(n)) => format!("(a {n}-byte reason file, not shown)"),
+                Ok(Untrusted::NotRegular(kind)) => format!("(the reason file is {kind})"),
+                Err(_) => String::new(),
+            };
+            return Ok(Found::Rejected(crate::client::escape(text.trim())));
         }
     }
     Ok(Found::Missing)
@@ -146,5 +231,8 @@ pub fn read_status(spool: &Path, id: &RequestId) -> Result<Option<Answered>, Cli
         reason: record.reason,
         certificate: record.certificate,
     };
-    Ok(Some(Answered { state, raw }))
+    Ok(Some(Answered {
+        state: state.escaped(),
+        raw,
+    }))
 }

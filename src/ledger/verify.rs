@@ -136,7 +136,9 @@ fn parse_checkpoint(text: &str) -> Result<(u64, String), Broken> {
     }
 }
 
-fn check_signature(ca: &X509Ref, line: u64, head: &str, signature: &str) -> Result<(), String> {
+/// Checks a checkpoint's signature by the issuing CA over [`entry::checkpoint_message`] (also
+/// used by `serve` on a pushed `ledger-checkpoint.json`).
+pub fn check_signature(ca: &X509Ref, line: u64, head: &str, signature: &str) -> Result<(), String> {
     let sig = hex::decode(signature).ok_or("the checkpoint signature is not hex")?;
     let key = ca.public_key().map_err(|e| e.to_string())?;
     let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key)

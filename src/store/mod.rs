@@ -2,26 +2,30 @@
 //! the files the signer publishes (CRL, CA chain, ledger checkpoint) and a few facts (time of
 //! the last sync).
 //!
-//! Handlers see only [`Store`], an enum over backends (SQLite today; PostgreSQL can be added
-//! as a second variant without touching `api`). Every write is durable before its future
-//! resolves: a request the API answered `202` for survives a crash. Nothing here decides about
-//! a request (that is `policy`) and nothing here holds a key. Only `serve` uses this module;
-//! the signer's truth is the spool and the ledger, never the database.
+//! Handlers see only [`Store`], an enum over backends: embedded SQLite (one instance) and
+//! PostgreSQL (several instances behind a balancer on one database). Every write is durable
+//! before its future resolves: a request the API answered `202` for survives a crash.
+//! Nothing here decides about a request (that is `policy`) and nothing here holds a key. Only
+//! `serve` uses this module; the signer's truth is the spool and the ledger, never the
+//! database.
 //!
-//! Times are Unix milliseconds passed in by the caller, so that retention is testable.
-//!
-//! For a PostgreSQL variant (several `serve` instances behind a balancer), two things that
-//! are in-process today must move into the database: the wake-up of sync long-polls on a new
-//! request (`LISTEN`/`NOTIFY`) and the CRL dates `/health` reads (re-read on a timer).
+//! Times are Unix milliseconds passed in by the caller, so that retention is testable. The
+//! lifetime rule ([`is_expired`]) and the result rules ([`result_outcome`],
+//! [`revocation_outcome`]) are shared by both backends. What several instances must share
+//! lives in PostgreSQL: the long-poll wake-up (`LISTEN`/`NOTIFY`, [`Store::wakeups`]) and the
+//! rate limit ([`Store::rate_check`]).
 
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::lifecycle::revocation::RevocationRecord;
 use crate::request::{Envelope, RequestId, RequestType, StatusRecord};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Where the database is: the value of `serve --db`.
@@ -29,7 +33,7 @@ pub use sqlite::SqliteStore;
 pub enum DbUrl {
     /// `sqlite:PATH` (also `sqlite://PATH`).
     Sqlite(PathBuf),
-    /// `postgres://…` or `postgresql://…` (recognised, not supported by this build).
+    /// `postgres://user@host:port/db` (or `postgresql://…`).
     Postgres(String),
 }
 
@@ -50,13 +54,34 @@ impl DbUrl {
     }
 }
 
-/// How long rows are kept (`--pending-ttl`, `--result-ttl`).
+/// How long rows are kept (`--pending-ttl`, `--result-ttl`; DESIGN §5, Lifetimes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
-    /// A pending request is gone this long after its submission or its last pending record.
+    /// How long a request may wait for `sync` to take it. Once acknowledged (or once a
+    /// `pending` result arrived: held for an operator) it is kept until its result arrives.
     pub pending_ttl: Duration,
     /// A decided request is gone this long after its result was stored.
     pub result_ttl: Duration,
+}
+
+/// Whether a request row has expired at `now`: a request still waiting for `sync` (not
+/// acknowledged, no record) after `pending_ttl`, a decided one after `result_ttl`; an
+/// acknowledged or held request never expires. Both backends apply this rule (in SQL too).
+pub(crate) fn is_expired(
+    status: &str,
+    waiting_for_sync: bool,
+    updated_at: i64,
+    now: i64,
+    retention: Retention,
+) -> bool {
+    let ttl = if status != crate::request::Status::Pending.as_str() {
+        retention.result_ttl
+    } else if waiting_for_sync {
+        retention.pending_ttl
+    } else {
+        return false;
+    };
+    updated_at.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)) <= now
 }
 
 /// A request accepted by `POST /api/v1/csr`.
@@ -83,6 +108,45 @@ pub struct StoredRequest {
     pub submitted_at: i64,
     /// The latest status record pushed by sync, if any.
     pub record: Option<StatusRecord>,
+}
+
+/// A revocation request accepted by `POST /api/v1/revocations` (its proof verified).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRevocation {
+    /// Its fresh id.
+    pub id: RequestId,
+    /// The certificate's serial, 32 lowercase hex digits.
+    pub serial: String,
+    /// RFC 5280 reason name.
+    pub reason: String,
+    /// The base64 proof (DESIGN §9).
+    pub proof: String,
+    /// Submission time, Unix ms.
+    pub submitted_at: i64,
+}
+
+/// A revocation request as `sync` carries it to the spool (`incoming/<id>.revoke.json`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RevocationEnvelope {
+    /// The revocation request's id.
+    pub request_id: String,
+    /// The certificate's serial.
+    pub serial: String,
+    /// RFC 5280 reason name.
+    pub reason: String,
+    /// The base64 proof.
+    pub proof: String,
+}
+
+/// A stored revocation request as `GET /api/v1/revocations/{id}` needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRevocation {
+    /// The certificate's serial.
+    pub serial: String,
+    /// RFC 5280 reason name.
+    pub reason: String,
+    /// The latest record pushed by sync, if any.
+    pub record: Option<RevocationRecord>,
 }
 
 /// What became of one pushed status record.
@@ -149,11 +213,22 @@ pub struct Stats {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// `--db` is not a URL this build understands.
-    #[error("{0:?} is not a database URL: use sqlite:PATH")]
+    #[error("{0:?} is not a database URL: use sqlite:PATH or postgres://user@host:port/db")]
     BadUrl(String),
-    /// The URL names a backend this build does not have.
-    #[error("{0} databases are not supported in this build: use --db sqlite:PATH")]
-    Unsupported(&'static str),
+    /// A password in the database URL (it would show in argv and process lists).
+    #[error(
+        "the database URL holds a password: remove it and put it in --db-password-file (mode \
+         0600) or ~/.pgpass"
+    )]
+    PasswordInUrl,
+    /// `--db-password-file` cannot be used.
+    #[error("cannot use the database password file {}: {message}", path.display())]
+    Password {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// The database could not be opened or its schema created.
     #[error("cannot open database {path}: {message}")]
     Open {
@@ -191,14 +266,69 @@ pub enum StoreError {
 pub enum Store {
     /// Embedded SQLite: one writer thread with group commit, a pool of readers.
     Sqlite(SqliteStore),
+    /// PostgreSQL, shared by several instances.
+    Postgres(PgStore),
+}
+
+/// How to reach the database's secret (`serve --db-password-file`).
+#[derive(Clone, Debug, Default)]
+pub struct DbSecret {
+    /// `--db-password-file`.
+    pub password_file: Option<PathBuf>,
+    /// `--allow-loose-permissions`.
+    pub allow_loose: bool,
 }
 
 impl Store {
     /// Opens (creating and migrating as needed) the database at `url`.
-    pub fn open(url: &DbUrl, retention: Retention) -> Result<Self, StoreError> {
+    pub async fn open(
+        url: &DbUrl,
+        retention: Retention,
+        secret: &DbSecret,
+    ) -> Result<Self, StoreError> {
         match url {
             DbUrl::Sqlite(path) => Ok(Self::Sqlite(SqliteStore::open(path, retention)?)),
-            DbUrl::Postgres(_) => Err(StoreError::Unsupported("PostgreSQL")),
+            DbUrl::Postgres(url) => Ok(Self::Postgres(
+                PgStore::open(
+                    url,
+                    secret.password_file.as_deref(),
+                    secret.allow_loose,
+                    retention,
+                )
+                .await?,
+            )),
+        }
+    }
+
+    /// `sqlite` or `postgresql` (for `/health` and logs).
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgresql",
+        }
+    }
+
+    /// Woken when another instance stores a request (PostgreSQL); `None` for SQLite, where
+    /// this process is the only writer.
+    pub fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(s) => Some(s.wakeups()),
+        }
+    }
+
+    /// Takes one token of the shared rate limit of `client` (PostgreSQL); `None` for SQLite,
+    /// whose single instance counts in memory.
+    pub async fn rate_check(
+        &self,
+        client: &str,
+        count: u32,
+        period: Duration,
+        now: i64,
+    ) -> Option<Result<Result<(), u64>, StoreError>> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(s) => Some(s.rate_check(client, count, period, now).await),
         }
     }
 
@@ -206,13 +336,28 @@ impl Store {
     pub async fn insert(&self, request: NewRequest) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.insert(request).await,
+            Self::Postgres(s) => s.insert(request).await,
         }
     }
 
     /// A request by id; `None` when unknown or expired at `now`.
-    pub fn request(&self, id: &RequestId, now: i64) -> Result<Option<StoredRequest>, StoreError> {
+    pub async fn request(
+        &self,
+        id: &RequestId,
+        now: i64,
+    ) -> Result<Option<StoredRequest>, StoreError> {
         match self {
+            // A point lookup by primary key: short enough to run on the calling thread.
             Self::Sqlite(s) => s.request(id, now),
+            Self::Postgres(s) => s.request(id, now).await,
+        }
+    }
+
+    /// The stored CSR (PEM) of a request, whatever its state; `None` when unknown.
+    pub async fn content(&self, id: &RequestId) -> Result<Option<String>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.content(id).await,
+            Self::Postgres(s) => s.content(id).await,
         }
     }
 
@@ -220,10 +365,12 @@ impl Store {
     pub async fn unacknowledged(&self, limit: u32, now: i64) -> Result<Vec<Envelope>, StoreError> {
         match self {
             Self::Sqlite(s) => s.unacknowledged(limit, now).await,
+            Self::Postgres(s) => s.unacknowledged(limit, now).await,
         }
     }
 
-    /// Marks requests acknowledged; for each id, whether it is known.
+    /// Marks requests (certificate or revocation requests) acknowledged; for each id, whether
+    /// it is known.
     pub async fn acknowledge(
         &self,
         ids: Vec<RequestId>,
@@ -231,6 +378,51 @@ impl Store {
     ) -> Result<Vec<bool>, StoreError> {
         match self {
             Self::Sqlite(s) => s.acknowledge(ids, now).await,
+            Self::Postgres(s) => s.acknowledge(ids, now).await,
+        }
+    }
+
+    /// Stores a new revocation request durably.
+    pub async fn insert_revocation(&self, revocation: NewRevocation) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.insert_revocation(revocation).await,
+            Self::Postgres(s) => s.insert_revocation(revocation).await,
+        }
+    }
+
+    /// A revocation request by id; `None` when unknown or expired at `now`.
+    pub async fn revocation(
+        &self,
+        id: &RequestId,
+        now: i64,
+    ) -> Result<Option<StoredRevocation>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.revocation(id, now).await,
+            Self::Postgres(s) => s.revocation(id, now).await,
+        }
+    }
+
+    /// Up to `limit` unexpired revocation requests not yet acknowledged, oldest first.
+    pub async fn unacknowledged_revocations(
+        &self,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<RevocationEnvelope>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.unacknowledged_revocations(limit, now).await,
+            Self::Postgres(s) => s.unacknowledged_revocations(limit, now).await,
+        }
+    }
+
+    /// Stores revocation records (`status/<id>.revoke.json`); one outcome per record.
+    pub async fn record_revocation_results(
+        &self,
+        records: Vec<RevocationRecord>,
+        now: i64,
+    ) -> Result<Vec<ResultOutcome>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.record_revocation_results(records, now).await,
+            Self::Postgres(s) => s.record_revocation_results(records, now).await,
         }
     }
 
@@ -242,6 +434,7 @@ impl Store {
     ) -> Result<Vec<ResultOutcome>, StoreError> {
         match self {
             Self::Sqlite(s) => s.record_results(records, now).await,
+            Self::Postgres(s) => s.record_results(records, now).await,
         }
     }
 
@@ -254,6 +447,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.publish(artifact, body, now).await,
+            Self::Postgres(s) => s.publish(artifact, body, now).await,
         }
     }
 
@@ -261,6 +455,7 @@ impl Store {
     pub async fn published(&self, artifact: Artifact) -> Result<Option<Published>, StoreError> {
         match self {
             Self::Sqlite(s) => s.published(artifact).await,
+            Self::Postgres(s) => s.published(artifact).await,
         }
     }
 
@@ -268,6 +463,7 @@ impl Store {
     pub async fn touch_sync(&self, now: i64) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.touch_sync(now).await,
+            Self::Postgres(s) => s.touch_sync(now).await,
         }
     }
 
@@ -275,13 +471,15 @@ impl Store {
     pub async fn last_sync(&self) -> Result<Option<i64>, StoreError> {
         match self {
             Self::Sqlite(s) => s.last_sync().await,
+            Self::Postgres(s) => s.last_sync().await,
         }
     }
 
     /// Checks that the database answers (a trivial read; cheap enough for every probe).
-    pub fn ping(&self) -> Result<(), StoreError> {
+    pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.ping(),
+            Self::Postgres(s) => s.ping().await,
         }
     }
 
@@ -289,6 +487,7 @@ impl Store {
     pub async fn stats(&self, now: i64) -> Result<Stats, StoreError> {
         match self {
             Self::Sqlite(s) => s.stats(now).await,
+            Self::Postgres(s) => s.stats(now).await,
         }
     }
 
@@ -296,6 +495,7 @@ impl Store {
     pub async fn purge(&self, now: i64) -> Result<u64, StoreError> {
         match self {
             Self::Sqlite(s) => s.purge(now).await,
+            Self::Postgres(s) => s.purge(now).await,
         }
     }
 
@@ -303,7 +503,63 @@ impl Store {
     pub async fn shutdown(&self) {
         match self {
             Self::Sqlite(s) => s.shutdown().await,
+            Self::Postgres(s) => s.shutdown().await,
         }
+    }
+}
+
+/// What a pushed status record does to a stored one (`status` is the stored status): a final
+/// result is never replaced by a different one; the same again changes nothing.
+pub(crate) fn result_outcome(
+    status: &str,
+    stored: Option<&StatusRecord>,
+    pushed: &StatusRecord,
+) -> ResultOutcome {
+    match stored {
+        Some(old) if status != crate::request::Status::Pending.as_str() => {
+            // Wording and times may differ; what was decided may not.
+            let same = old.status == pushed.status
+                && old.reason == pushed.reason
+                && old.certificate == pushed.certificate
+                && old.serial == pushed.serial;
+            if same {
+                ResultOutcome::Unchanged
+            } else {
+                ResultOutcome::Conflict
+            }
+        }
+        Some(old) if old == pushed => ResultOutcome::Unchanged,
+        _ => ResultOutcome::Updated,
+    }
+}
+
+/// The stored status text of a revocation record.
+pub(crate) fn revocation_status(s: crate::lifecycle::revocation::RevocationStatus) -> &'static str {
+    use crate::lifecycle::revocation::RevocationStatus;
+    match s {
+        RevocationStatus::Pending => "pending",
+        RevocationStatus::Revoked => "revoked",
+        RevocationStatus::Denied => "denied",
+    }
+}
+
+/// What a pushed revocation record does to a stored one: a final state is never replaced by
+/// a different one; the same again changes nothing.
+pub(crate) fn revocation_outcome(
+    stored_status: &str,
+    stored: Option<&RevocationRecord>,
+    pushed: &RevocationRecord,
+) -> ResultOutcome {
+    match stored {
+        Some(old) if stored_status != "pending" => {
+            if old.status == pushed.status && old.serial == pushed.serial {
+                ResultOutcome::Unchanged
+            } else {
+                ResultOutcome::Conflict
+            }
+        }
+        Some(old) if old == pushed => ResultOutcome::Unchanged,
+        _ => ResultOutcome::Updated,
     }
 }
 
@@ -321,6 +577,10 @@ mod tests {
             DbUrl::parse("sqlite://rel.db").unwrap(),
             DbUrl::Sqlite("rel.db".into())
         );
+        assert!(matches!(
+            DbUrl::parse("postgresql://u@h:5432/db").unwrap(),
+            DbUrl::Postgres(_)
+        ));
         assert!(matches!(
             DbUrl::parse("postgres://u@h/db").unwrap(),
             DbUrl::Postgres(_)

@@ -20,9 +20,11 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 use super::{
-    Artifact, NewRequest, Published, ResultOutcome, Retention, Stats, StoreError, StoredRequest,
+    Artifact, NewRequest, NewRevocation, Published, ResultOutcome, Retention, RevocationEnvelope,
+    Stats, StoreError, StoredRequest, StoredRevocation,
 };
-use crate::request::{Envelope, RequestId, Status, StatusRecord};
+use crate::lifecycle::revocation::RevocationRecord;
+use crate::request::{Envelope, RequestId, StatusRecord};
 
 /// A SQLite database: a writer thread fed through a channel, and a reader pool.
 #[derive(Clone)]
@@ -97,7 +99,7 @@ impl SqliteStore {
         self.readers.with(|c| {
             let row = c
                 .prepare_cached(
-                    "SELECT type, submitted_at, status, record, updated_at \
+                    "SELECT type, submitted_at, status, record, updated_at, acked_at \
                      FROM requests WHERE request_id = ?1",
                 )?
                 .query_row([id.as_str()], |r| {
@@ -107,18 +109,15 @@ impl SqliteStore {
                         r.get::<_, String>(2)?,
                         r.get::<_, Option<String>>(3)?,
                         r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
                     ))
                 })
                 .optional()?;
-            let Some((kind, submitted_at, status, record, updated_at)) = row else {
+            let Some((kind, submitted_at, status, record, updated_at, acked_at)) = row else {
                 return Ok(None);
             };
-            let ttl = if status == Status::Pending.as_str() {
-                retention.pending_ttl
-            } else {
-                retention.result_ttl
-            };
-            if updated_at.saturating_add(millis(ttl)) <= now {
+            let waiting = acked_at.is_none() && record.is_none();
+            if super::is_expired(&status, waiting, updated_at, now, retention) {
                 return Ok(None);
             }
             let record = record
@@ -130,6 +129,99 @@ impl SqliteStore {
                 record,
             }))
         })
+    }
+
+    pub(super) async fn insert_revocation(&self, r: NewRevocation) -> Result<(), StoreError> {
+        self.call(|reply| Op::InsertRevocation(r, reply)).await
+    }
+
+    pub(super) async fn revocation(
+        &self,
+        id: &RequestId,
+        now: i64,
+    ) -> Result<Option<StoredRevocation>, StoreError> {
+        let id = id.clone();
+        let retention = self.retention;
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT serial, reason, status, record, updated_at, acked_at \
+                     FROM revocations WHERE request_id = ?1",
+                )?
+                .query_row([id.as_str()], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                })
+                .optional()?;
+            let Some((serial, reason, status, record, updated_at, acked_at)) = row else {
+                return Ok(None);
+            };
+            let waiting = acked_at.is_none() && record.is_none();
+            if super::is_expired(&status, waiting, updated_at, now, retention) {
+                return Ok(None);
+            }
+            let record = record
+                .map(|json| parse_revocation_record(id.as_str(), &json))
+                .transpose()?;
+            Ok(Some(StoredRevocation {
+                serial,
+                reason,
+                record,
+            }))
+        })
+        .await
+    }
+
+    pub(super) async fn unacknowledged_revocations(
+        &self,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<RevocationEnvelope>, StoreError> {
+        let cutoff = now.saturating_sub(millis(self.retention.pending_ttl));
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT request_id, serial, reason, proof FROM revocations \
+                 WHERE acked_at IS NULL AND record IS NULL AND status = 'pending' \
+                 AND updated_at > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![cutoff, limit], |r| {
+                Ok(RevocationEnvelope {
+                    request_id: r.get(0)?,
+                    serial: r.get(1)?,
+                    reason: r.get(2)?,
+                    proof: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub(super) async fn record_revocation_results(
+        &self,
+        records: Vec<RevocationRecord>,
+        now: i64,
+    ) -> Result<Vec<ResultOutcome>, StoreError> {
+        self.call(|reply| Op::RevocationResults(records, now, reply))
+            .await
+    }
+
+    pub(super) async fn content(&self, id: &RequestId) -> Result<Option<String>, StoreError> {
+        let id = id.clone();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT content FROM requests WHERE request_id = ?1")?
+                    .query_row([id.as_str()], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+        .await
     }
 
     pub(super) fn ping(&self) -> Result<(), StoreError> {
@@ -245,8 +337,8 @@ impl SqliteStore {
         let cutoff = now.saturating_sub(millis(self.retention.pending_ttl));
         self.read(move |c| {
             Ok(c.prepare_cached(
-                "SELECT COUNT(*), MIN(submitted_at) FROM requests \
-                 WHERE status = 'pending' AND updated_at > ?1",
+                "SELECT COUNT(*), MIN(submitted_at) FROM requests WHERE status = 'pending' \
+                 AND (acked_at IS NOT NULL OR record IS NOT NULL OR updated_at > ?1)",
             )?
             .query_row([cutoff], |r| {
                 Ok(Stats {
@@ -335,6 +427,8 @@ impl From<rusqlite::Error> for StoreError {
 /// One write for the writer thread, with where to send its outcome.
 enum Op {
     Insert(NewRequest, Reply<()>),
+    InsertRevocation(NewRevocation, Reply<()>),
+    RevocationResults(Vec<RevocationRecord>, i64, Reply<Vec<ResultOutcome>>),
     Ack(Vec<RequestId>, i64, Reply<Vec<bool>>),
     Results(Vec<StatusRecord>, i64, Reply<Vec<ResultOutcome>>),
     Publish(Artifact, Vec<u8>, i64, Reply<()>),
@@ -393,6 +487,13 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, retention: Retentio
 fn apply(tx: &mut Transaction<'_>, op: Op, retention: Retention) -> Finish {
     match op {
         Op::Insert(req, reply) => finish(reply, savepoint(tx, |c| insert(c, &req))),
+        Op::InsertRevocation(r, reply) => {
+            finish(reply, savepoint(tx, |c| insert_revocation(c, &r)))
+        }
+        Op::RevocationResults(records, now, reply) => finish(
+            reply,
+            savepoint(tx, |c| revocation_results(c, &records, now)),
+        ),
         Op::Ack(ids, now, reply) => finish(reply, savepoint(tx, |c| ack(c, &ids, now))),
         Op::Results(records, now, reply) => {
             finish(reply, savepoint(tx, |c| results(c, &records, now)))
@@ -430,9 +531,12 @@ fn fail_op(op: Op) -> Finish {
         finish(reply, Err(StoreError::WriterGone))
     }
     match op {
-        Op::Insert(_, r) | Op::Publish(_, _, _, r) | Op::TouchSync(_, r) | Op::Shutdown(r) => {
-            gone(r)
-        }
+        Op::Insert(_, r)
+        | Op::InsertRevocation(_, r)
+        | Op::Publish(_, _, _, r)
+        | Op::TouchSync(_, r)
+        | Op::Shutdown(r) => gone(r),
+        Op::RevocationResults(_, _, r) => gone(r),
         Op::Ack(_, _, r) => gone(r),
         Op::Results(_, _, r) => gone(r),
         Op::Purge(_, r) => gone(r),
@@ -479,12 +583,75 @@ fn insert(c: &Connection, req: &NewRequest) -> Result<(), StoreError> {
 }
 
 fn ack(c: &Connection, ids: &[RequestId], now: i64) -> Result<Vec<bool>, StoreError> {
-    let mut stmt = c.prepare_cached(
+    let mut requests = c.prepare_cached(
         "UPDATE requests SET acked_at = COALESCE(acked_at, ?1) WHERE request_id = ?2",
     )?;
+    let mut revocations = c.prepare_cached(
+        "UPDATE revocations SET acked_at = COALESCE(acked_at, ?1) WHERE request_id = ?2",
+    )?;
     ids.iter()
-        .map(|id| Ok(stmt.execute(params![now, id.as_str()])? == 1))
+        .map(|id| {
+            let a = requests.execute(params![now, id.as_str()])?;
+            let b = revocations.execute(params![now, id.as_str()])?;
+            Ok(a + b > 0)
+        })
         .collect()
+}
+
+fn insert_revocation(c: &Connection, r: &NewRevocation) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO revocations (request_id, serial, reason, proof, submitted_at, status, \
+         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)",
+    )?
+    .execute(params![
+        r.id.as_str(),
+        r.serial,
+        r.reason,
+        r.proof,
+        r.submitted_at
+    ])?;
+    Ok(())
+}
+
+fn revocation_results(
+    c: &Connection,
+    records: &[RevocationRecord],
+    now: i64,
+) -> Result<Vec<ResultOutcome>, StoreError> {
+    let mut select =
+        c.prepare_cached("SELECT status, record FROM revocations WHERE request_id = ?1")?;
+    let mut update = c.prepare_cached(
+        "UPDATE revocations SET status = ?1, record = ?2, updated_at = ?3, \
+         acked_at = COALESCE(acked_at, ?3) WHERE request_id = ?4",
+    )?;
+    let mut out = Vec::with_capacity(records.len());
+    for rec in records {
+        let id = rec.request_id.as_str();
+        let row: Option<(String, Option<String>)> = select
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((status, stored)) = row else {
+            out.push(ResultOutcome::Unknown);
+            continue;
+        };
+        let stored = stored
+            .map(|json| parse_revocation_record(id, &json))
+            .transpose()?;
+        let outcome = super::revocation_outcome(&status, stored.as_ref(), rec);
+        if outcome == ResultOutcome::Updated {
+            let json = serde_json::to_string(rec).map_err(|e| StoreError::Backend(Box::new(e)))?;
+            update.execute(params![super::revocation_status(rec.status), json, now, id])?;
+        }
+        out.push(outcome);
+    }
+    Ok(out)
+}
+
+fn parse_revocation_record(id: &str, json: &str) -> Result<RevocationRecord, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what: format!("revocation {id}"),
+        message: format!("record: {e}"),
+    })
 }
 
 fn results(
@@ -509,17 +676,7 @@ fn results(
             continue;
         };
         let stored = stored.map(|json| parse_record(id, &json)).transpose()?;
-        let outcome = match stored {
-            Some(old) if status != Status::Pending.as_str() => {
-                if same_result(&old, rec) {
-                    ResultOutcome::Unchanged
-                } else {
-                    ResultOutcome::Conflict
-                }
-            }
-            Some(old) if old == *rec => ResultOutcome::Unchanged,
-            _ => ResultOutcome::Updated,
-        };
+        let outcome = super::result_outcome(&status, stored.as_ref(), rec);
         if outcome == ResultOutcome::Updated {
             let json = serde_json::to_string(rec).map_err(|e| StoreError::Backend(Box::new(e)))?;
             update.execute(params![rec.status.as_str(), json, now, id])?;
@@ -529,24 +686,19 @@ fn results(
     Ok(out)
 }
 
-/// Whether two final records say the same thing (wording and times may differ).
-fn same_result(a: &StatusRecord, b: &StatusRecord) -> bool {
-    a.status == b.status
-        && a.reason == b.reason
-        && a.certificate == b.certificate
-        && a.serial == b.serial
-}
-
 fn purge(c: &Connection, now: i64, retention: Retention) -> Result<u64, StoreError> {
     let pending_cutoff = now.saturating_sub(millis(retention.pending_ttl));
     let result_cutoff = now.saturating_sub(millis(retention.result_ttl));
-    let n = c
-        .prepare_cached(
-            "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE \
-             (status = 'pending' AND updated_at <= ?1) OR \
-             (status <> 'pending' AND updated_at <= ?2) LIMIT ?3)",
-        )?
-        .execute(params![pending_cutoff, result_cutoff, PURGE_CHUNK as i64])?;
+    let mut n = 0;
+    for table in ["requests", "revocations"] {
+        n += c
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE \
+                 (status = 'pending' AND acked_at IS NULL AND record IS NULL \
+                 AND updated_at <= ?1) OR (status <> 'pending' AND updated_at <= ?2) LIMIT ?3)"
+            ))?
+            .execute(params![pending_cutoff, result_cutoff, PURGE_CHUNK as i64])?;
+    }
     Ok(n as u64)
 }
 
@@ -608,7 +760,10 @@ fn rfc3339_ms(ms: i64) -> String {
 }
 
 /// The schema migrations, in order; `schema_version` holds how many were applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_requests.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_requests.sql"),
+    include_str!("../../migrations/sqlite/0002_revocations.sql"),
+];
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 1024;
@@ -622,7 +777,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::RequestType;
+    use crate::request::{RequestType, Status};
 
     fn retention() -> Retention {
         Retention {
@@ -716,6 +871,50 @@ mod tests {
         let store = SqliteStore::open(&path, retention()).unwrap();
         let new = RequestId::parse("new").unwrap();
         assert!(store.request(&new, 10_000).unwrap().is_some());
+        store.shutdown().await;
+    }
+
+    /// Issue 10: once sync has taken a request, `--pending-ttl` no longer applies; a pending
+    /// (held) result keeps it too; its final result then lives for `--result-ttl`.
+    #[tokio::test]
+    async fn issue_10_acknowledged_requests_live_until_their_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), retention()).unwrap();
+        for id in ["acked", "held", "waiting"] {
+            store.insert(new_request(id, 0)).await.unwrap();
+        }
+        let id = |s: &str| RequestId::parse(s).unwrap();
+        store.acknowledge(vec![id("acked")], 1_000).await.unwrap();
+        let held = StatusRecord::pending(id("held"), "webhook", "held".into());
+        store.record_results(vec![held], 2_000).await.unwrap();
+        let late = 1_000_000;
+        assert!(store.request(&id("waiting"), late).unwrap().is_none());
+        assert!(store.request(&id("acked"), late).unwrap().is_some());
+        assert!(store.request(&id("held"), late).unwrap().is_some());
+        assert_eq!(store.stats(late).await.unwrap().pending, 2);
+        assert_eq!(
+            store.purge(late).await.unwrap(),
+            1,
+            "only the one sync never took"
+        );
+        let outcome = store
+            .record_results(vec![approved("acked", "PEM")], late)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            vec![ResultOutcome::Updated],
+            "not reported unknown"
+        );
+        assert!(store
+            .request(&id("acked"), late + 99_999)
+            .unwrap()
+            .is_some());
+        assert!(store
+            .request(&id("acked"), late + 100_000)
+            .unwrap()
+            .is_none());
+        assert_eq!(store.purge(late + 100_000).await.unwrap(), 1);
         store.shutdown().await;
     }
 

@@ -2,7 +2,9 @@
 //!
 //! Answers are decoded leniently (unknown fields ignored, one bad element skipped rather than
 //! the whole batch), because the bridge must keep working across API versions; anything that
-//! is not the API's JSON at all is an error that names what came instead.
+//! is not the API's JSON at all is an error that names what came instead. Every listed element
+//! gets the API's own limits (id pattern, 16 KiB content, type, metadata; for revocations the
+//! serial, reason and proof shapes) before it may reach the spool.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::SyncError;
 use crate::client::http::{Answer, Transport};
+use crate::lifecycle::revocation::RevocationRecord;
 use crate::request::{Envelope, RequestId, StatusRecord};
+use crate::store::RevocationEnvelope;
 
 /// The sync endpoints of one API.
 #[derive(Clone, Debug)]
@@ -25,6 +29,8 @@ pub struct SyncApi {
 pub enum Pending {
     /// A usable envelope.
     Envelope(Envelope),
+    /// A usable revocation request (for `incoming/<id>.revoke.json`).
+    Revocation(RevocationEnvelope),
     /// An element we cannot use (its id if it had one, and why); never delivered, never
     /// acknowledged.
     Unusable(Option<String>, String),
@@ -41,6 +47,8 @@ pub struct ResultsReport {
     pub unknown: Vec<String>,
     /// Ids whose record contradicts a final state the API already holds.
     pub conflicts: Vec<String>,
+    /// Ids whose record the API refused as not its pinned CA's (or not for the request).
+    pub rejected: Vec<String>,
 }
 
 impl ResultsReport {
@@ -51,6 +59,7 @@ impl ResultsReport {
             &self.unchanged,
             &self.unknown,
             &self.conflicts,
+            &self.rejected,
         ]
         .iter()
         .any(|list| list.iter().any(|x| x == id))
@@ -86,9 +95,13 @@ impl SyncApi {
         #[derive(Deserialize)]
         struct List {
             requests: Vec<serde_json::Value>,
+            #[serde(default)]
+            revocations: Vec<serde_json::Value>,
         }
         let list: List = answer.json()?;
-        Ok(list.requests.into_iter().map(pending).collect())
+        let mut out: Vec<Pending> = list.requests.into_iter().map(pending).collect();
+        out.extend(list.revocations.into_iter().map(pending_revocation));
+        Ok(out)
     }
 
     /// `POST /sync/ack {"ids": […]}`: the API stops listing these.
@@ -106,18 +119,31 @@ impl SyncApi {
         Ok(())
     }
 
-    /// `POST /sync/results {"results": […]}`.
-    pub fn results(&self, records: &[StatusRecord]) -> Result<ResultsReport, SyncError> {
+    /// `POST /sync/results {"results": […], "revocations": […]}`.
+    pub fn results(
+        &self,
+        records: &[StatusRecord],
+        revocations: &[RevocationRecord],
+    ) -> Result<ResultsReport, SyncError> {
         #[derive(Serialize)]
         struct Results<'a> {
             results: &'a [StatusRecord],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            revocations: &'a [RevocationRecord],
         }
         let answer = self.transport.post_json(
             "/sync/results",
-            &Results { results: records },
+            &Results {
+                results: records,
+                revocations,
+            },
             self.timeout,
         )?;
-        check(&answer)?;
+        // 409 and 422 carry the per-id report too (a conflicting or refused record does not
+        // keep the others of the batch from being stored).
+        if !matches!(answer.status, 409 | 422) {
+            check(&answer)?;
+        }
         #[derive(Deserialize)]
         struct Report {
             #[serde(default)]
@@ -128,14 +154,21 @@ impl SyncApi {
             unknown: Vec<serde_json::Value>,
             #[serde(default)]
             conflicts: Vec<serde_json::Value>,
+            #[serde(default)]
+            rejected: Vec<serde_json::Value>,
         }
-        let r: Report = answer.json()?;
+        let r: Report = match answer.json() {
+            Ok(r) => r,
+            Err(_) if answer.status != 200 => return Err(answer.unexpected().into()),
+            Err(e) => return Err(e.into()),
+        };
         let ids = |v: Vec<serde_json::Value>| v.iter().filter_map(id_of).collect();
         Ok(ResultsReport {
             updated: ids(r.updated),
             unchanged: ids(r.unchanged),
             unknown: ids(r.unknown),
             conflicts: ids(r.conflicts),
+            rejected: ids(r.rejected),
         })
     }
 
@@ -193,6 +226,33 @@ fn pending(value: serde_json::Value) -> Pending {
     if let Err(e) = RequestId::parse(&wire.request_id) {
         return Pending::Unusable(id, e.to_string());
     }
+    // The API's own limits (DESIGN §5): nothing bigger reaches the spool through us.
+    if wire.content.len() > MAX_CONTENT_BYTES {
+        return Pending::Unusable(
+            id,
+            format!(
+                "its content is {} bytes, over the API's limit of {MAX_CONTENT_BYTES}",
+                wire.content.len()
+            ),
+        );
+    }
+    if let Some(kind) = wire.kind.as_deref() {
+        if crate::request::RequestType::parse(kind).is_none() {
+            return Pending::Unusable(id, "its type is neither webhook nor private_server".into());
+        }
+    }
+    if let Some(m) = &wire.metadata {
+        let too_long = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.len() > MAX_METADATA_VALUE,
+            other => other.to_string().len() > MAX_METADATA_VALUE,
+        };
+        if m.len() > MAX_METADATA_ENTRIES
+            || m.iter()
+                .any(|(k, v)| k.len() > MAX_METADATA_KEY || too_long(v))
+        {
+            return Pending::Unusable(id, "its metadata is over the API's limits".into());
+        }
+    }
     // Metadata is a string map on the wire; anything else is kept as its JSON text.
     let metadata = wire
         .metadata
@@ -211,6 +271,45 @@ fn pending(value: serde_json::Value) -> Pending {
         submitted_at: wire.submitted_at,
     })
 }
+
+/// Reads one listed revocation request: `{request_id, serial, reason, proof}`, each checked as
+/// the API and the signer check them.
+fn pending_revocation(value: serde_json::Value) -> Pending {
+    let id = value
+        .get("request_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let wire: RevocationEnvelope = match serde_json::from_value(value) {
+        Ok(w) => w,
+        Err(e) => return Pending::Unusable(id, format!("not a revocation request: {e}")),
+    };
+    if let Err(e) = RequestId::parse(&wire.request_id) {
+        return Pending::Unusable(id, e.to_string());
+    }
+    let serial_ok = crate::signer::serial::Serial::parse(&wire.serial)
+        .is_some_and(|s| s.to_hex() == wire.serial);
+    if !serial_ok {
+        return Pending::Unusable(id, "its serial is not 32 lowercase hex digits".into());
+    }
+    if crate::lifecycle::revocation::parse_reason(&wire.reason).is_err() {
+        return Pending::Unusable(id, "its reason is not an RFC 5280 reason name".into());
+    }
+    let proof_ok = !wire.proof.is_empty()
+        && wire.proof.len() <= crate::proof::MAX_PROOF_CHARS
+        && wire
+            .proof
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+    if !proof_ok {
+        return Pending::Unusable(id, "its proof is not base64 of a sane size".into());
+    }
+    Pending::Revocation(wire)
+}
+
+/// The API's limits on a request (`api::csr`), applied again to what is pulled.
+use crate::api::csr::{
+    MAX_CONTENT_BYTES, MAX_METADATA_ENTRIES, MAX_METADATA_KEY, MAX_METADATA_VALUE,
+};
 
 /// An id in a report list: a string, or an object with `request_id` (or `id`).
 fn id_of(v: &serde_json::Value) -> Option<String> {

@@ -2,10 +2,12 @@
 //!
 //! One round has three steps, each idempotent:
 //! 1. **pull**: pending requests listed by the API become envelopes in `incoming/` (written
-//!    through a dot-named temp and `link(2)`, never replacing anything), then are
-//!    acknowledged, only once they are durable;
-//! 2. **push**: status records in `status/` (pending, approved, denied) go to the API, each
-//!    (id, status) once;
+//!    through a dot-named temp and `link(2)`, never replacing anything), and revocation
+//!    requests become `incoming/<id>.revoke.json` (DESIGN §9), then are acknowledged, only
+//!    once they are durable; what is pulled gets the API's own limits, at most `--max-pull`
+//!    new files a round;
+//! 2. **push**: status records in `status/` (pending, approved, denied; and the revocation
+//!    records `<id>.revoke.json`) go to the API, each (id, status) once;
 //! 3. **publish**: `published/ca.crt`, `ca.crl` and `ledger-checkpoint.json` are uploaded when
 //!    their content changed.
 //!
@@ -79,11 +81,14 @@ impl SyncError {
 }
 
 /// A spool and an API, bridged.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Bridge {
     api: SyncApi,
     spool: PathBuf,
     state: SyncState,
+    max_pull: usize,
+    /// Listed items already found unusable (warned about once, not again).
+    unusable: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What a pull did.
@@ -132,6 +137,9 @@ impl fmt::Display for Round {
         if self.pushed.conflicts > 0 {
             write!(f, " ({} conflicting)", self.pushed.conflicts)?;
         }
+        if self.pushed.rejected > 0 {
+            write!(f, " ({} refused by the API)", self.pushed.rejected)?;
+        }
         if self.published.is_empty() {
             write!(f, ", published files unchanged")?;
         } else {
@@ -173,7 +181,36 @@ impl Bridge {
             api,
             spool: spool.to_path_buf(),
             state,
+            max_pull: DEFAULT_MAX_PULL,
+            unusable: Default::default(),
         })
+    }
+
+    /// At most `n` envelopes are written into `incoming/` a round (`--max-pull`), and `--watch`
+    /// pulls only while fewer than `n` wait there.
+    pub fn with_max_pull(mut self, n: usize) -> Self {
+        self.max_pull = n.max(1);
+        self
+    }
+
+    /// `--max-pull`.
+    pub fn max_pull(&self) -> usize {
+        self.max_pull
+    }
+
+    /// How many request files wait in `incoming/` (dot names and temps excluded).
+    pub fn waiting_in_incoming(&self) -> usize {
+        fs::read_dir(self.spool.join(INCOMING))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| {
+                        let name = e.file_name();
+                        let name = name.to_string_lossy();
+                        !name.starts_with('.') && !name.ends_with(".tmp")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
     }
 
     /// The API side.
@@ -222,14 +259,16 @@ impl Bridge {
         round
     }
 
-    /// Pulls every listed request (batch after batch, no waiting).
+    /// Pulls listed requests, batch after batch without waiting, up to `--max-pull` new ones.
     pub fn pull(&self) -> Result<PullReport, SyncError> {
         let mut total = PullReport::default();
-        for _ in 0..MAX_BATCHES_PER_PULL {
-            let batch = self.fetch(None)?;
+        while total.delivered < self.max_pull {
+            let batch = self.api.requests(BATCH, None)?;
             let full = batch.len() >= BATCH;
-            total.add(self.deliver(batch)?);
-            if !full {
+            let report = self.deliver(batch, self.max_pull - total.delivered)?;
+            total.add(report);
+            // A full batch of nothing new (only items we cannot use) would list the same again.
+            if !full || report.delivered + report.present == 0 {
                 break;
             }
         }
@@ -238,22 +277,51 @@ impl Bridge {
 
     /// Lists pending requests, long-polling up to `wait` when given.
     pub fn fetch(&self, wait: Option<std::time::Duration>) -> Result<Vec<Pending>, SyncError> {
-        self.api.requests(BATCH, wait)
+        self.api.requests(BATCH.min(self.max_pull), wait)
     }
 
-    /// Writes new envelopes into `incoming/`, records them, then acknowledges every request
-    /// that is now durable in the spool. On a write failure the requests delivered so far are
-    /// still recorded and acknowledged; the rest stay listed by the API for the next round.
-    pub fn deliver(&self, batch: Vec<Pending>) -> Result<PullReport, SyncError> {
+    /// Writes new envelopes into `incoming/` (at most `quota`), records them, then
+    /// acknowledges every request that is now durable in the spool. On a write failure the
+    /// requests delivered so far are still recorded and acknowledged; the rest (and those over
+    /// the quota) stay listed by the API for the next round.
+    pub fn deliver(&self, batch: Vec<Pending>, quota: usize) -> Result<PullReport, SyncError> {
         let mut report = PullReport::default();
         let mut fresh: Vec<RequestId> = Vec::new();
+        let mut fresh_revocations: Vec<RequestId> = Vec::new();
         let mut ack: Vec<RequestId> = Vec::new();
         let mut failure = None;
         for item in batch {
             let envelope = match item {
                 Pending::Envelope(e) => e,
+                Pending::Revocation(r) => {
+                    let Ok(id) = RequestId::parse(&r.request_id) else {
+                        continue; // checked when listed
+                    };
+                    if self.state.is_revocation_delivered(&id) || self.revocation_in_spool(&id) {
+                        report.present += 1;
+                        ack.push(id);
+                        continue;
+                    }
+                    if failure.is_some() || report.delivered >= quota {
+                        continue;
+                    }
+                    match self.write_revocation(&id, &r) {
+                        Ok(fresh_file) => {
+                            if fresh_file {
+                                tracing::info!(request_id = %id, serial = %r.serial, "revocation request delivered to incoming/");
+                                report.delivered += 1;
+                                fresh_revocations.push(id.clone());
+                            } else {
+                                report.present += 1;
+                            }
+                            ack.push(id);
+                        }
+                        Err(e) => failure = Some(e),
+                    }
+                    continue;
+                }
                 Pending::Unusable(id, why) => {
-                    warn!(request_id = ?id, "skipping a request the API listed: {why}");
+                    self.skip(id.as_deref().unwrap_or("<no id>"), &why);
                     report.unusable += 1;
                     continue;
                 }
@@ -261,7 +329,7 @@ impl Bridge {
             let id = match RequestId::parse(&envelope.request_id) {
                 Ok(id) => id,
                 Err(e) => {
-                    warn!("skipping a request the API listed: {e}");
+                    self.skip(&envelope.request_id, &e.to_string());
                     report.unusable += 1;
                     continue;
                 }
@@ -272,7 +340,7 @@ impl Bridge {
                 ack.push(id);
                 continue;
             }
-            if failure.is_some() {
+            if failure.is_some() || report.delivered >= quota {
                 continue;
             }
             match self.write_envelope(&id, &envelope) {
@@ -288,6 +356,15 @@ impl Bridge {
                 }
                 Err(e) => failure = Some(e),
             }
+        }
+        if !fresh_revocations.is_empty() {
+            self.state
+                .mark_revocations_delivered(&fresh_revocations)
+                .map_err(|source| SyncError::Spool {
+                    what: "cannot record delivered revocation requests in",
+                    path: self.state.root().to_path_buf(),
+                    source,
+                })?;
         }
         if !fresh.is_empty() {
             self.state
@@ -307,6 +384,18 @@ impl Bridge {
         }
     }
 
+    /// Notes an unusable listed item: warned about the first time only (the API lists it
+    /// again until someone deals with it; its text is escaped).
+    fn skip(&self, id: &str, why: &str) {
+        let id: String = crate::client::escape(id).chars().take(80).collect();
+        let mut seen = self.unusable.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < MAX_REMEMBERED_UNUSABLE && seen.insert(id.clone()) {
+            warn!(request_id = %id, "skipping a request the API listed: {}", crate::client::escape(why));
+        } else {
+            debug!(request_id = %id, "skipping an unusable request again");
+        }
+    }
+
     /// Whether any spool directory already holds a request or record with this id.
     fn in_spool(&self, id: &RequestId) -> bool {
         SPOOL_DIRS.iter().any(|dir| {
@@ -314,6 +403,34 @@ impl Bridge {
                 .iter()
                 .any(|ext| self.spool.join(dir).join(format!("{id}.{ext}")).exists())
         })
+    }
+
+    /// Whether any spool directory already holds `<id>.revoke.json`.
+    fn revocation_in_spool(&self, id: &RequestId) -> bool {
+        SPOOL_DIRS.iter().any(|dir| {
+            fs::symlink_metadata(self.spool.join(dir).join(format!("{id}.revoke.json"))).is_ok()
+        })
+    }
+
+    /// Writes `incoming/<id>.revoke.json` in exactly DESIGN §9's form; `Ok(false)` when a file
+    /// of that name appeared meanwhile.
+    fn write_revocation(
+        &self,
+        id: &RequestId,
+        r: &crate::store::RevocationEnvelope,
+    ) -> Result<bool, SyncError> {
+        let path = self.spool.join(INCOMING).join(format!("{id}.revoke.json"));
+        let body = serde_json::json!({"serial": r.serial, "reason": r.reason, "proof": r.proof});
+        let bytes = serde_json::to_vec_pretty(&body).expect("JSON values serialise");
+        match fsx::write_new(&path, &bytes, fsx::MODE_PUBLIC) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(source) => Err(SyncError::Spool {
+                what: "cannot write",
+                path,
+                source,
+            }),
+        }
     }
 
     /// `Ok(false)` when a file of that name appeared meanwhile (someone else delivered it).
@@ -334,8 +451,10 @@ impl Bridge {
 
 /// Requests asked for per listing.
 const BATCH: usize = 100;
-/// Listings per pull before yielding to the other steps.
-const MAX_BATCHES_PER_PULL: usize = 50;
+/// `--max-pull` by default: new envelopes written a round.
+pub const DEFAULT_MAX_PULL: usize = 100;
+/// Unusable ids remembered (so that each is warned about once).
+const MAX_REMEMBERED_UNUSABLE: usize = 10_000;
 /// Where new requests go.
 const INCOMING: &str = "incoming";
 /// Every place a request (or its record) can be in a spool (DESIGN §2).

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::{Bridge, SyncError};
 use crate::fsx::{self, Untrusted};
+use crate::lifecycle::revocation::RevocationRecord;
 use crate::request::{RequestId, StatusRecord};
 
 /// What a push did.
@@ -26,12 +27,16 @@ pub struct PushReport {
     pub conflicts: usize,
     /// Of those, records for ids the API does not know (requests dropped into the spool).
     pub unknown: usize,
+    /// Records the API refused as not its pinned CA's: not marked pushed, tried again after
+    /// a restart or when the file changes.
+    pub rejected: usize,
 }
 
 /// Pushes status records, remembering the files it has already dealt with.
 #[derive(Debug, Default)]
 pub struct Pusher {
     seen: HashMap<RequestId, Stamp>,
+    seen_revocations: HashMap<RequestId, Stamp>,
 }
 
 /// Identity of one version of a file: inode, size, mtime.
@@ -65,6 +70,8 @@ impl Pusher {
             if name.starts_with('.') || name.ends_with(".tmp") {
                 continue;
             }
+            // `<id>.revoke.json` does not parse as an id plus `.json`: revocation records are
+            // pushed by `push_revocations`.
             let Some(id) = name
                 .strip_suffix(".json")
                 .and_then(|s| RequestId::parse(s).ok())
@@ -124,12 +131,22 @@ impl Pusher {
         let mut report = PushReport::default();
         for chunk in todo.chunks(BATCH) {
             let records: Vec<StatusRecord> = chunk.iter().map(|(r, _)| r.clone()).collect();
-            let answer = bridge.api().results(&records)?;
+            let answer = bridge.api().results(&records, &[])?;
             let mut accepted = Vec::new();
             for (record, stamp) in chunk {
                 let id = record.request_id.as_str();
                 if !answer.mentions(id) {
                     warn!(request_id = %id, "the API did not answer for this result; it will be pushed again");
+                    continue;
+                }
+                if answer.rejected.iter().any(|x| x == id) {
+                    tracing::error!(
+                        request_id = %id,
+                        "the API refused this result as not its pinned CA's: check that serve's \
+                         --ca-chain is this signer's published/ca.crt"
+                    );
+                    report.rejected += 1;
+                    self.seen.insert(record.request_id.clone(), *stamp);
                     continue;
                 }
                 if answer.conflicts.iter().any(|x| x == id) {
@@ -159,6 +176,107 @@ impl Pusher {
             report.pushed += accepted.len();
             for (record, stamp) in accepted {
                 self.seen.insert(record.request_id.clone(), stamp);
+            }
+        }
+        let revocations = self.push_revocations(bridge)?;
+        report.pushed += revocations.pushed;
+        report.conflicts += revocations.conflicts;
+        report.unknown += revocations.unknown;
+        Ok(report)
+    }
+
+    /// Pushes the revocation records `status/<id>.revoke.json` not yet pushed with their
+    /// current status (DESIGN §9; the record's shape is the signer's `RevocationRecord`).
+    fn push_revocations(&mut self, bridge: &Bridge) -> Result<PushReport, SyncError> {
+        let dir = bridge.spool().join("status");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(PushReport::default());
+        };
+        let mut todo: Vec<(RevocationRecord, Stamp)> = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".revoke.json"))
+                .and_then(|s| RequestId::parse(s).ok())
+            else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let stamp = Stamp {
+                ino: meta.ino(),
+                len: meta.len(),
+                mtime: meta.mtime(),
+                mtime_nsec: meta.mtime_nsec(),
+            };
+            if self.seen_revocations.get(&id) == Some(&stamp) {
+                continue;
+            }
+            let path = entry.path();
+            let record = match fsx::read_untrusted(&path, MAX_STATUS_BYTES) {
+                Ok(Untrusted::Content(bytes)) => {
+                    serde_json::from_slice::<RevocationRecord>(&bytes).ok()
+                }
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(SyncError::Spool {
+                        what: "cannot read",
+                        path,
+                        source,
+                    })
+                }
+            };
+            let Some(record) = record.filter(|r| r.request_id == id) else {
+                warn!(file = %path.display(), "skipping an unreadable revocation record");
+                self.seen_revocations.insert(id, stamp);
+                continue;
+            };
+            let status = crate::store::revocation_status(record.status);
+            if bridge.state().is_revocation_pushed(&id, status) {
+                self.seen_revocations.insert(id, stamp);
+                continue;
+            }
+            todo.push((record, stamp));
+        }
+        todo.sort_by(|a, b| a.0.request_id.cmp(&b.0.request_id));
+        let mut report = PushReport::default();
+        for chunk in todo.chunks(BATCH) {
+            let records: Vec<RevocationRecord> = chunk.iter().map(|(r, _)| r.clone()).collect();
+            let answer = bridge.api().results(&[], &records)?;
+            let accepted: Vec<&(RevocationRecord, Stamp)> = chunk
+                .iter()
+                .filter(|(r, _)| answer.mentions(r.request_id.as_str()))
+                .collect();
+            for (record, _) in &accepted {
+                let id = record.request_id.as_str();
+                if answer.conflicts.iter().any(|x| x == id) {
+                    report.conflicts += 1;
+                } else if answer.unknown.iter().any(|x| x == id) {
+                    report.unknown += 1;
+                } else {
+                    info!(request_id = %id, "revocation result pushed");
+                }
+            }
+            bridge
+                .state()
+                .mark_revocations_pushed(
+                    accepted
+                        .iter()
+                        .map(|(r, _)| (&r.request_id, crate::store::revocation_status(r.status))),
+                )
+                .map_err(|source| SyncError::Spool {
+                    what: "cannot record pushed results in",
+                    path: bridge.state().root().to_path_buf(),
+                    source,
+                })?;
+            report.pushed += accepted.len();
+            for (record, stamp) in accepted {
+                self.seen_revocations
+                    .insert(record.request_id.clone(), *stamp);
             }
         }
         Ok(report)

@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! .sync/delivered/<id>              envelope of <id> is durable in incoming/ (empty file)
+//! .sync/delivered/<id>.revoke       incoming/<id>.revoke.json is durable
+//! .sync/pushed/<id>.revoke.<status> revocation record of <id> accepted by the API
 //! .sync/pushed/<id>.<status>        status record of <id> with this status was accepted by
 //!                                   the API (empty file; pending, approved, denied)
 //! .sync/published/<name>.sha256     SHA-256 (hex) of the published/<name> last uploaded
@@ -55,6 +57,46 @@ impl SyncState {
     ) -> io::Result<()> {
         let dir = self.root.join(DELIVERED);
         touch_all(&dir, ids.into_iter().map(|id| id.as_str().to_owned()))
+    }
+
+    /// Whether the revocation request `id` was already delivered as `<id>.revoke.json`.
+    pub fn is_revocation_delivered(&self, id: &RequestId) -> bool {
+        self.root
+            .join(DELIVERED)
+            .join(format!("{id}.revoke"))
+            .exists()
+    }
+
+    /// Records that these revocation requests are durable in `incoming/`.
+    pub fn mark_revocations_delivered<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a RequestId>,
+    ) -> io::Result<()> {
+        let dir = self.root.join(DELIVERED);
+        touch_all(&dir, ids.into_iter().map(|id| format!("{id}.revoke")))
+    }
+
+    /// Whether the revocation record of `id` with `status` (`pending`, `revoked`, `denied`)
+    /// was already accepted by the API.
+    pub fn is_revocation_pushed(&self, id: &RequestId, status: &str) -> bool {
+        self.root
+            .join(PUSHED)
+            .join(format!("{id}.revoke.{status}"))
+            .exists()
+    }
+
+    /// Records that the API accepted these revocation records.
+    pub fn mark_revocations_pushed<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a RequestId, &'a str)>,
+    ) -> io::Result<()> {
+        let dir = self.root.join(PUSHED);
+        touch_all(
+            &dir,
+            records
+                .into_iter()
+                .map(|(id, s)| format!("{id}.revoke.{s}")),
+        )
     }
 
     /// Whether the status record of `id` with `status` was already accepted by the API.

@@ -158,12 +158,32 @@ fn spawn_puller(
 ) {
     thread::spawn(move || {
         let mut backoff = Backoff::standard();
+        // For listings that hold nothing we can use: without it the same items come back at
+        // once, forever (issue 16).
+        let mut idle = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut full_warned = false;
         while !stop.load(Ordering::SeqCst) {
+            // Backpressure: never more than --max-pull envelopes waiting for the signer.
+            let waiting = bridge.waiting_in_incoming();
+            if waiting >= bridge.max_pull() {
+                if !full_warned {
+                    warn!(
+                        waiting,
+                        max_pull = bridge.max_pull(),
+                        "incoming/ is full; pulling again when the signer has taken some"
+                    );
+                    full_warned = true;
+                }
+                sleep_unless(&stop, Duration::from_secs(1));
+                continue;
+            }
+            full_warned = false;
             let started = Instant::now();
             let result = bridge.fetch(Some(options.long_poll)).and_then(|batch| {
                 let _guard = busy.lock().unwrap_or_else(|p| p.into_inner());
                 let n = batch.len();
-                bridge.deliver(batch).map(|r| (n, r))
+                let quota = bridge.max_pull().saturating_sub(waiting).max(1);
+                bridge.deliver(batch, quota).map(|r| (n, r))
             });
             match result {
                 Ok((n, report)) => {
@@ -174,9 +194,21 @@ fn spawn_puller(
                     if report.delivered > 0 {
                         info!(delivered = report.delivered, "requests delivered");
                     }
-                    // An API that does not long-poll answers at once: do not spin.
-                    if n == 0 && started.elapsed() < Duration::from_secs(1) {
-                        sleep_unless(&stop, Duration::from_secs(1));
+                    if n > 0 && report.delivered + report.present == 0 {
+                        // Only items we cannot use: they will be listed again; back off.
+                        let wait = idle.next_delay();
+                        debug!(
+                            unusable = report.unusable,
+                            "nothing usable listed; waiting {} ms",
+                            wait.as_millis()
+                        );
+                        sleep_unless(&stop, wait);
+                    } else {
+                        idle.reset();
+                        // An API that does not long-poll answers at once: do not spin.
+                        if n == 0 && started.elapsed() < Duration::from_secs(1) {
+                            sleep_unless(&stop, Duration::from_secs(1));
+                        }
                     }
                 }
                 Err(e) => {

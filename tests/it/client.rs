@@ -117,12 +117,24 @@ impl TestCa {
         Self { dir }
     }
 
+    /// The CA certificate, PEM.
+    pub(crate) fn pem(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ca.crt")).unwrap()
+    }
+
     /// Signs a PEM CSR, copying its extensions (the SAN); returns the leaf PEM.
     pub(crate) fn sign(&self, csr_pem: &str) -> String {
         let n: u64 = rand_u64();
         let csr = self.dir.path().join(format!("{n}.csr"));
         let crt = self.dir.path().join(format!("{n}.crt"));
         std::fs::write(&csr, csr_pem).unwrap();
+        // What the signer adds besides the SAN copied from the CSR (DESIGN §4).
+        std::fs::write(
+            self.dir.path().join("leaf.ext"),
+            "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
+             extendedKeyUsage = serverAuth\n",
+        )
+        .unwrap();
         let out = Command::new("openssl")
             .args(["x509", "-req", "-in"])
             .arg(&csr)
@@ -135,6 +147,8 @@ impl TestCa {
                 "10",
                 "-copy_extensions",
                 "copy",
+                "-extfile",
+                "leaf.ext",
             ])
             .args(["-set_serial", &n.to_string(), "-out"])
             .arg(&crt)
@@ -332,9 +346,26 @@ fn fake_ca(
     pending_polls: usize,
     decide: impl Fn(&str, &str) -> serde_json::Value + Send + Sync + 'static,
 ) -> Fake {
+    fake_ca_publishing(pending_polls, None, decide)
+}
+
+/// Like [`fake_ca`], also publishing `chain` as GET /ca.crt (the client's trust on first use).
+fn fake_ca_publishing(
+    pending_polls: usize,
+    chain: Option<String>,
+    decide: impl Fn(&str, &str) -> serde_json::Value + Send + Sync + 'static,
+) -> Fake {
     let csrs: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
     let polls = Mutex::new(0usize);
     Fake::start(move |req| {
+        if let (Some(chain), "/api/v1/ca.crt") = (&chain, req.path.as_str()) {
+            return Resp {
+                status: 200,
+                content_type: "application/x-pem-file",
+                extra: vec![],
+                body: chain.clone().into_bytes(),
+            };
+        }
         if req.method == "POST" && req.path == "/api/v1/csr" {
             let body = req.json();
             let id = format!("req{}", csrs.lock().unwrap().len() + 1);
@@ -651,7 +682,7 @@ fn check_exits_1_within_the_window_and_0_outside() {
 #[test]
 fn http_approval_writes_the_pair() {
     let ca = Arc::new(TestCa::new());
-    let fake = fake_ca(2, approve_with(Arc::clone(&ca)));
+    let fake = fake_ca_publishing(2, Some(ca.pem()), approve_with(Arc::clone(&ca)));
     let dir = tempfile::tempdir().unwrap();
     let o = run(cmd(dir.path()).args([
         "webhooks",
@@ -703,7 +734,7 @@ fn http_approval_writes_the_pair() {
 #[test]
 fn private_sends_type_private_server_and_renewal_keeps_the_key() {
     let ca = Arc::new(TestCa::new());
-    let fake = fake_ca(0, approve_with(Arc::clone(&ca)));
+    let fake = fake_ca_publishing(0, Some(ca.pem()), approve_with(Arc::clone(&ca)));
     let dir = tempfile::tempdir().unwrap();
     let o = run(cmd(dir.path()).args(["private", "--ca-url", &fake.url(), "10.20.30.40"]));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -1009,10 +1040,18 @@ fn spool_approval_after_a_hold_writes_the_pair() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
     let spool = tempfile::tempdir().unwrap();
+    let ca_file = ca.dir.path().join("ca.crt");
     let (child, envelope) = spool_client(
         dir.path(),
         spool.path(),
-        &["--out", "a.crt", "--keyout", "a.key"],
+        &[
+            "--out",
+            "a.crt",
+            "--keyout",
+            "a.key",
+            "--ca-file",
+            ca_file.to_str().unwrap(),
+        ],
     );
     let id = envelope["request_id"].as_str().unwrap().to_owned();
     assert_eq!(envelope["type"], "webhook");
@@ -1068,6 +1107,9 @@ fn spool_certificate_for_another_key_is_refused() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
     let spool = tempfile::tempdir().unwrap();
+    // The signer's chain as published in the spool: trusted on first use.
+    std::fs::create_dir(spool.path().join("published")).unwrap();
+    std::fs::write(spool.path().join("published/ca.crt"), ca.pem()).unwrap();
     let (child, envelope) = spool_client(dir.path(), spool.path(), &[]);
     let id = envelope["request_id"].as_str().unwrap();
     // A certificate for some other CSR.
@@ -1080,7 +1122,11 @@ fn spool_certificate_for_another_key_is_refused() {
     );
     let o = child.wait_with_output().unwrap();
     assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("not for our key"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not for the requested key"),
+        "{}",
+        stderr(&o)
+    );
     assert!(names(dir.path()).is_empty());
 }
 
@@ -1244,7 +1290,17 @@ fn spool_client_for(env: &crate::util::TestEnv, args: &[&str]) -> std::process::
 #[test]
 fn spool_client_with_the_real_signer() {
     let env = crate::util::TestEnv::new();
-    let child = spool_client_for(&env, &["private", "192.168.1.10"]);
+    // The operator hands out the root with the spool: the client checks the chain against it.
+    let root = env.root_cert();
+    let child = spool_client_for(
+        &env,
+        &[
+            "private",
+            "192.168.1.10",
+            "--ca-file",
+            root.to_str().unwrap(),
+        ],
+    );
     env.process();
     let o = child.wait_with_output().unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));

@@ -49,6 +49,10 @@ impl Stack {
             String::from_utf8_lossy(&out.stderr)
         );
 
+        // serve is pinned to the CA just made (issuing CA then root, as published/ca.crt).
+        let mut pinned = std::fs::read(root.join("state/ca.crt")).unwrap();
+        pinned.extend(std::fs::read(root.join("state/root.crt")).unwrap());
+        std::fs::write(root.join("ca-chain.pem"), pinned).unwrap();
         let log = |name: &str| std::fs::File::create(root.join(name)).unwrap();
         let daemon = Command::new(BIN)
             .args(signer_args(&["daemon", "--workers", "2"]))
@@ -66,6 +70,8 @@ impl Stack {
                 "--sync-token-file",
             ])
             .arg(root.join("token"))
+            .arg("--ca-chain")
+            .arg(root.join("ca-chain.pem"))
             .arg("--state")
             .arg(root.join("serve"))
             .arg("--policy")

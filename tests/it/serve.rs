@@ -13,29 +13,50 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const TOKEN: &str = "test-sync-token-0123456789";
+pub(crate) const TOKEN: &str = "test-sync-token-0123456789";
 
-/// A running `serve` in its own temporary state directory.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-    agent: ureq::Agent,
+/// A running `serve` in its own temporary state directory, pinned (`--ca-chain`) to a CA made
+/// by `init --no-passphrase` in `<dir>/state` (see [`Server::issue`]).
+pub(crate) struct Server {
+    pub(crate) child: Option<Child>,
+    pub(crate) port: u16,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) agent: ureq::Agent,
 }
 
 impl Server {
     /// Starts a server with a sync token, the rate limit off, and `extra` flags.
-    fn start(extra: &[&str]) -> Self {
+    pub(crate) fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir, extra)
     }
 
-    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+    pub(crate) fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let token = dir.path().join("token");
         write_private(&token, &format!("{TOKEN}\n"));
-        let mut args: Vec<String> = vec!["--sync-token-file".into(), token.display().to_string()];
+        let chain = pinned_ca(dir.path());
+        let mut args: Vec<String> = vec![
+            "--sync-token-file".into(),
+            token.display().to_string(),
+            "--ca-chain".into(),
+            chain.display().to_string(),
+        ];
         if !extra.iter().any(|a| a.starts_with("--rate-limit")) {
             args.extend(["--rate-limit".into(), "0".into()]);
+        }
+        if let Some(i) = extra.iter().position(|a| *a == "--db") {
+            if let Some(url) = extra.get(i + 1).filter(|u| u.starts_with("postgres")) {
+                std::fs::write(dir.path().join("pg-url"), url).unwrap();
+            }
+        } else if crate::pg::backend() == crate::pg::Backend::Postgres {
+            // One database per server directory (a restart finds its data again).
+            let saved = dir.path().join("pg-url");
+            let url = std::fs::read_to_string(&saved).unwrap_or_else(|_| {
+                let url = crate::pg::Cluster::get().new_database();
+                std::fs::write(&saved, &url).unwrap();
+                url
+            });
+            args.extend(["--db".into(), url]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = serve_command(dir.path(), &args)
@@ -54,15 +75,43 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    /// Another instance on `other`'s PostgreSQL database, pinned to the same CA.
+    pub(crate) fn start_beside(other: &Server, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        for f in ["ca.crt", "root.crt", "ca.key", "root.key", "chain.pem"] {
+            let from = other.dir.path().join("state").join(f);
+            if from.exists() {
+                std::fs::copy(&from, state.join(f)).unwrap();
+            }
+        }
+        let url = other.db_url().expect("the other server runs on PostgreSQL");
+        let mut args = vec!["--db", url.as_str()];
+        args.extend_from_slice(extra);
+        Self::start_in(dir, &args)
+    }
+
+    /// The PostgreSQL URL this server uses, if it runs on PostgreSQL.
+    pub(crate) fn db_url(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("pg-url")).ok()
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn get(&self, path: &str) -> Reply {
+    /// Signs `csr` (a file) for `ip` with the pinned CA's issuing key, as the signer would
+    /// (empty subject, critical IP SAN, CA:FALSE, serverAuth); returns leaf + issuing CA PEM.
+    pub(crate) fn issue(&self, csr: &Path, ip: &str) -> String {
+        issue_with(self.dir.path(), csr, &format!("IP:{ip}"), "30")
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Reply {
         Reply::from(self.agent.get(self.url(path)).call().unwrap())
     }
 
-    fn sync_get(&self, path: &str) -> Reply {
+    pub(crate) fn sync_get(&self, path: &str) -> Reply {
         Reply::from(
             self.agent
                 .get(self.url(path))
@@ -72,11 +121,11 @@ impl Server {
         )
     }
 
-    fn post_json(&self, path: &str, body: &Value) -> Reply {
+    pub(crate) fn post_json(&self, path: &str, body: &Value) -> Reply {
         self.post_raw(path, "application/json", &body.to_string())
     }
 
-    fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Reply {
+    pub(crate) fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Reply {
         Reply::from(
             self.agent
                 .post(self.url(path))
@@ -86,7 +135,7 @@ impl Server {
         )
     }
 
-    fn sync_post(&self, path: &str, body: &Value) -> Reply {
+    pub(crate) fn sync_post(&self, path: &str, body: &Value) -> Reply {
         Reply::from(
             self.agent
                 .post(self.url(path))
@@ -97,7 +146,7 @@ impl Server {
         )
     }
 
-    fn sync_put(&self, path: &str, body: &[u8]) -> Reply {
+    pub(crate) fn sync_put(&self, path: &str, body: &[u8]) -> Reply {
         Reply::from(
             self.agent
                 .put(self.url(path))
@@ -109,7 +158,7 @@ impl Server {
     }
 
     /// Submits a CSR file's PEM; returns the answer.
-    fn submit(&self, csr: &Path, kind: Option<&str>) -> Reply {
+    pub(crate) fn submit(&self, csr: &Path, kind: Option<&str>) -> Reply {
         let mut body = json!({ "content": std::fs::read_to_string(csr).unwrap() });
         if let Some(k) = kind {
             body["type"] = json!(k);
@@ -118,7 +167,7 @@ impl Server {
     }
 
     /// Sends a raw HTTP/1.1 request (for paths a client library would normalise).
-    fn raw(&self, request_line_and_headers: &str, body: &[u8]) -> (u16, String) {
+    pub(crate) fn raw(&self, request_line_and_headers: &str, body: &[u8]) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let head = format!(
@@ -143,7 +192,11 @@ impl Server {
     }
 
     /// Sends only a request head declaring a body of `declared` bytes, then reads the answer.
-    fn raw_head(&self, request_line_and_headers: &str, declared: usize) -> (u16, String) {
+    pub(crate) fn raw_head(
+        &self,
+        request_line_and_headers: &str,
+        declared: usize,
+    ) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let head = format!(
@@ -187,12 +240,12 @@ impl Server {
         (status, body)
     }
 
-    fn sigterm(&mut self) -> ExitStatus {
+    pub(crate) fn sigterm(&mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         terminate(&mut child)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 }
@@ -208,15 +261,16 @@ impl Drop for Server {
 
 /// An answer: status, headers we look at, body.
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    content_type: String,
-    retry_after: Option<String>,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) content_type: String,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) nosniff: bool,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    fn from(mut r: ureq::http::Response<ureq::Body>) -> Self {
+    pub(crate) fn from(mut r: ureq::http::Response<ureq::Body>) -> Self {
         let header = |name: &str| {
             r.headers()
                 .get(name)
@@ -225,17 +279,19 @@ impl Reply {
         };
         let content_type = header("content-type").unwrap_or_default();
         let retry_after = header("retry-after");
+        let nosniff = header("x-content-type-options").as_deref() == Some("nosniff");
         let status = r.status().as_u16();
         let body = r.body_mut().read_to_vec().unwrap();
         Self {
             status,
             content_type,
             retry_after,
+            nosniff,
             body,
         }
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "not JSON ({e}), status {}: {}",
@@ -246,7 +302,7 @@ impl Reply {
     }
 
     /// Asserts the SMSGate error envelope with this status; returns the error object.
-    fn error(&self, status: u16) -> Value {
+    pub(crate) fn error(&self, status: u16) -> Value {
         assert_eq!(
             self.status,
             status,
@@ -270,7 +326,7 @@ impl Reply {
     }
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -278,11 +334,11 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn serve_command(dir: &Path, args: &[String]) -> Command {
+pub(crate) fn serve_command(dir: &Path, args: &[String]) -> Command {
     // A test that needs its own policy writes `policy.toml` into the directory first.
     let own_policy = dir.join("policy.toml");
     let policy = if own_policy.exists() {
@@ -305,7 +361,7 @@ fn serve_command(dir: &Path, args: &[String]) -> Command {
 }
 
 /// Reads `listening on 127.0.0.1:PORT` from the server's stdout.
-fn read_port(child: &mut Child, dir: &Path) -> u16 {
+pub(crate) fn read_port(child: &mut Child, dir: &Path) -> u16 {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -329,7 +385,7 @@ fn read_port(child: &mut Child, dir: &Path) -> u16 {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
 }
 
-fn terminate(child: &mut Child) -> ExitStatus {
+pub(crate) fn terminate(child: &mut Child) -> ExitStatus {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
@@ -343,13 +399,13 @@ fn terminate(child: &mut Child) -> ExitStatus {
     }
 }
 
-fn write_private(path: &Path, text: &str) {
+pub(crate) fn write_private(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -363,7 +419,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A P-256 CSR for `subject_alt_name` (e.g. `IP:192.168.1.10`), CN `cn`; returns its path.
-fn make_csr(dir: &Path, name: &str, cn: &str, subject_alt_name: &str) -> PathBuf {
+pub(crate) fn make_csr(dir: &Path, name: &str, cn: &str, subject_alt_name: &str) -> PathBuf {
     let csr = dir.join(format!("{name}.csr"));
     openssl(
         dir,
@@ -388,14 +444,90 @@ fn make_csr(dir: &Path, name: &str, cn: &str, subject_alt_name: &str) -> PathBuf
     csr
 }
 
-fn good_csr(dir: &Path) -> PathBuf {
+pub(crate) fn good_csr(dir: &Path) -> PathBuf {
     make_csr(dir, "good", "192.168.1.10", "IP:192.168.1.10")
 }
 
-/// A self-signed test CA and a CRL from it, with the given last/next update (`YYMMDDHHMMSSZ`
-/// or `None` for "now" and 30 days). Returns (ca.crt PEM, crl DER).
-fn make_ca_and_crl(dir: &Path, dates: Option<(&str, &str)>) -> (Vec<u8>, Vec<u8>) {
-    let ca = dir.join("ca");
+/// Makes the CA a server is pinned to (once per directory): `init --no-passphrase` into
+/// `<dir>/state`, and `<dir>/ca-chain.pem` = issuing CA then root, like `published/ca.crt`.
+pub(crate) fn pinned_ca(dir: &Path) -> PathBuf {
+    let state = dir.join("state");
+    let chain = dir.join("ca-chain.pem");
+    if !state.join("ca.crt").exists() {
+        let out = Command::new(env!("CARGO_BIN_EXE_smsgate-ca"))
+            .args(["init", "--no-passphrase", "--state"])
+            .arg(&state)
+            .arg("--policy")
+            .arg(repo().join("policy/default.toml"))
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut pem = std::fs::read(state.join("ca.crt")).unwrap();
+    pem.extend(std::fs::read(state.join("root.crt")).unwrap());
+    std::fs::write(&chain, pem).unwrap();
+    chain
+}
+
+/// Signs `csr` with the issuing key in `<dir>/state` (openssl CLI), with `san` (e.g.
+/// `IP:192.168.1.10`) and `days` of validity; returns leaf + issuing CA PEM.
+pub(crate) fn issue_with(dir: &Path, csr: &Path, san: &str, days: &str) -> String {
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ext = dir.join(format!("leaf-{n}.ext"));
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName = critical, {san}\nbasicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.join(format!("leaf-{n}.crt"));
+    let serial = format!("0x01{:030x}", u128::from(n) + 1);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr.to_str().unwrap(),
+            "-CA",
+            "state/ca.crt",
+            "-CAkey",
+            "state/ca.key",
+            "-set_serial",
+            &serial,
+            // An empty subject, as the signer makes (a CN=<ip> would break the CA's DNS name
+            // constraint in OpenSSL's eyes, DESIGN §4).
+            "-subj",
+            "/",
+            "-days",
+            days,
+            "-sha256",
+            "-extfile",
+            ext.to_str().unwrap(),
+            "-out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let mut pem = std::fs::read_to_string(&out).unwrap();
+    pem.push_str(&std::fs::read_to_string(dir.join("state/ca.crt")).unwrap());
+    pem
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A CRL signed with `<dir>/state`'s issuing key (openssl CLI) with CRLNumber `number` and
+/// the given last/next update (`YYMMDDHHMMSSZ`, or `None` for now and 30 days); DER.
+pub(crate) fn make_crl(dir: &Path, number: u32, dates: Option<(&str, &str)>) -> Vec<u8> {
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ca = dir.join(format!("crl-{n}"));
     std::fs::create_dir_all(&ca).unwrap();
     std::fs::write(
         ca.join("ca.cnf"),
@@ -404,29 +536,19 @@ fn make_ca_and_crl(dir: &Path, dates: Option<(&str, &str)>) -> (Vec<u8>, Vec<u8>
     )
     .unwrap();
     std::fs::write(ca.join("index.txt"), "").unwrap();
-    std::fs::write(ca.join("crlnumber"), "01\n").unwrap();
-    openssl(
-        &ca,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-subj",
-            "/CN=Test CA",
-            "-days",
-            "30",
-        ],
-    );
+    std::fs::write(ca.join("crlnumber"), format!("{number:02X}\n")).unwrap();
+    let state = dir.join("state");
+    let (key, crt) = (state.join("ca.key"), state.join("ca.crt"));
     let mut args = vec![
-        "ca", "-config", "ca.cnf", "-gencrl", "-keyfile", "ca.key", "-cert", "ca.crt", "-out",
+        "ca",
+        "-config",
+        "ca.cnf",
+        "-gencrl",
+        "-keyfile",
+        key.to_str().unwrap(),
+        "-cert",
+        crt.to_str().unwrap(),
+        "-out",
         "crl.pem",
     ];
     if let Some((last, next)) = dates {
@@ -439,17 +561,51 @@ fn make_ca_and_crl(dir: &Path, dates: Option<(&str, &str)>) -> (Vec<u8>, Vec<u8>
             "crl", "-in", "crl.pem", "-outform", "DER", "-out", "crl.der",
         ],
     );
-    (
-        std::fs::read(ca.join("ca.crt")).unwrap(),
-        std::fs::read(ca.join("crl.der")).unwrap(),
-    )
+    std::fs::read(ca.join("crl.der")).unwrap()
 }
 
-fn asn1_time(t: chrono::DateTime<chrono::Utc>) -> String {
+/// A published ledger checkpoint at `line`, signed with `<dir>/state`'s issuing key by the
+/// openssl CLI (the line itself is rendered by the ledger code, its hash over its bytes).
+pub(crate) fn make_checkpoint(dir: &Path, line: u64) -> Vec<u8> {
+    use smsgate_ca::ledger::{entry, Event};
+    let head = "ab".repeat(32);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let msg = dir.join(format!("cp-{n}.msg"));
+    std::fs::write(&msg, entry::checkpoint_message(line, &head)).unwrap();
+    let sig = dir.join(format!("cp-{n}.sig"));
+    openssl(
+        dir,
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "state/ca.key",
+            "-out",
+            sig.to_str().unwrap(),
+            msg.to_str().unwrap(),
+        ],
+    );
+    let signature: String = std::fs::read(&sig)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let event = Event::Checkpoint {
+        line,
+        head: head.clone(),
+        signature,
+    };
+    format!(
+        "{}\n",
+        entry::render(line, "2026-01-01T00:00:00Z", &event, &head)
+    )
+    .into_bytes()
+}
+
+pub(crate) fn asn1_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%y%m%d%H%M%SZ").to_string()
 }
 
-#[test]
 fn post_is_accepted_as_pending_and_get_shows_it() {
     let server = Server::start(&[]);
     let csr = good_csr(server.dir.path());
@@ -480,7 +636,6 @@ fn post_is_accepted_as_pending_and_get_shows_it() {
     assert!(!log.contains("BEGIN CERTIFICATE REQUEST"), "{log}");
 }
 
-#[test]
 fn policy_denials_are_answered_at_post_with_their_reason() {
     let server = Server::start(&[]);
     let dir = server.dir.path();
@@ -499,7 +654,6 @@ fn policy_denials_are_answered_at_post_with_their_reason() {
     assert_eq!(e["reason"], "invalid_csr", "{e}");
 }
 
-#[test]
 fn bad_input_gets_a_json_error_and_the_server_keeps_serving() {
     let server = Server::start(&[]);
     let pem = std::fs::read_to_string(good_csr(server.dir.path())).unwrap();
@@ -619,7 +773,6 @@ fn bad_input_gets_a_json_error_and_the_server_keeps_serving() {
     );
 }
 
-#[test]
 fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let post_as = |server: &Server, csr: &Path, client: &str| {
         let body = json!({ "content": std::fs::read_to_string(csr).unwrap() });
@@ -646,7 +799,6 @@ fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     assert_eq!(post_as(&direct, &csr, "10.0.0.2"), 429);
 }
 
-#[test]
 fn rate_limit_answers_429_with_retry_after() {
     let server = Server::start(&["--rate-limit", "1/min"]);
     let csr = good_csr(server.dir.path());
@@ -665,7 +817,6 @@ fn rate_limit_answers_429_with_retry_after() {
     assert_eq!(server.sync_get("/api/v1/sync/requests").status, 200);
 }
 
-#[test]
 fn sync_endpoints_need_the_token() {
     let server = Server::start(&[]);
     server.get("/api/v1/sync/requests").error(401);
@@ -718,7 +869,6 @@ fn sync_endpoints_need_the_token() {
     assert!(terminate(&mut child).success());
 }
 
-#[test]
 fn sync_lists_acknowledges_and_takes_results() {
     let server = Server::start(&[]);
     let csr = good_csr(server.dir.path());
@@ -768,11 +918,11 @@ fn sync_lists_acknowledges_and_takes_results() {
         .collect();
     assert_eq!(ids, vec![b.as_str()]);
 
-    let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let cert = server.issue(&csr, "192.168.1.10");
     let approved = json!({
         "request_id": a, "type": "webhook", "status": "approved",
         "message": "certificate issued for 192.168.1.10", "reason": null,
-        "certificate": cert, "serial": "01ab", "not_before": "2026-01-01T00:00:00Z",
+        "certificate": cert, "serial": null, "not_before": "2026-01-01T00:00:00Z",
         "not_after": "2027-01-01T00:00:00Z", "fingerprint_sha256": "AB:CD",
         "decided_at": "2026-01-01T00:00:00Z"
     });
@@ -819,9 +969,9 @@ fn sync_lists_acknowledges_and_takes_results() {
     other["status"] = json!("denied");
     other["certificate"] = Value::Null;
     other["reason"] = json!("denied_by_operator");
-    let r = server
-        .sync_post("/api/v1/sync/results", &json!({"results": [other]}))
-        .json();
+    let r = server.sync_post("/api/v1/sync/results", &json!({"results": [other]}));
+    assert_eq!(r.status, 409, "a conflicting result is refused");
+    let r = r.json();
     assert_eq!(r["conflicts"], json!([a]), "{r}");
     assert_eq!(
         server.get(&format!("/api/v1/csr/{a}")).json()["status"],
@@ -852,7 +1002,6 @@ fn sync_lists_acknowledges_and_takes_results() {
     );
 }
 
-#[test]
 fn long_poll_returns_as_soon_as_a_request_arrives() {
     let server = Server::start(&[]);
     let csr = good_csr(server.dir.path());
@@ -890,7 +1039,6 @@ fn long_poll_returns_as_soon_as_a_request_arrives() {
     );
 }
 
-#[test]
 fn published_crl_and_chain_round_trip() {
     let server = Server::start(&[]);
     server.get("/api/v1/crl").error(404);
@@ -898,7 +1046,8 @@ fn published_crl_and_chain_round_trip() {
     let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
     assert!(!metrics.contains("crl_next_update_seconds"));
 
-    let (chain, crl) = make_ca_and_crl(server.dir.path(), None);
+    let chain = std::fs::read(server.dir.path().join("ca-chain.pem")).unwrap();
+    let crl = make_crl(server.dir.path(), 1, None);
     assert_eq!(
         server
             .sync_put("/api/v1/sync/published/ca.crl", &crl)
@@ -911,10 +1060,10 @@ fn published_crl_and_chain_round_trip() {
             .status,
         204
     );
-    let checkpoint = br#"{"line": 3, "hash": "ab", "signature": "cd"}"#;
+    let checkpoint = make_checkpoint(server.dir.path(), 3);
     assert_eq!(
         server
-            .sync_put("/api/v1/sync/published/ledger-checkpoint.json", checkpoint)
+            .sync_put("/api/v1/sync/published/ledger-checkpoint.json", &checkpoint)
             .status,
         204
     );
@@ -954,10 +1103,9 @@ fn published_crl_and_chain_round_trip() {
 
     // A CRL with less than a third of its validity left makes /health degraded.
     let now = chrono::Utc::now();
-    let stale_dir = server.dir.path().join("stale");
-    std::fs::create_dir_all(&stale_dir).unwrap();
-    let (_, stale) = make_ca_and_crl(
-        &stale_dir,
+    let stale = make_crl(
+        server.dir.path(),
+        2,
         Some((
             &asn1_time(now - chrono::Duration::days(9)),
             &asn1_time(now + chrono::Duration::days(1)),
@@ -976,7 +1124,6 @@ fn published_crl_and_chain_round_trip() {
     assert!(h["problems"][0].as_str().unwrap().contains("CRL"), "{h}");
 }
 
-#[test]
 fn pending_requests_expire_after_the_pending_ttl() {
     let server = Server::start(&["--pending-ttl", "1s"]);
     let csr = good_csr(server.dir.path());
@@ -1046,7 +1193,6 @@ fn openapi_document_describes_the_upstream_routes() {
     );
 }
 
-#[test]
 fn sigterm_stops_cleanly_and_a_restart_keeps_the_data() {
     let mut server = Server::start(&[]);
     let csr = good_csr(server.dir.path());
@@ -1135,9 +1281,13 @@ fn unusable_flags_are_usage_errors() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, err) = run(&["--db", "postgres://localhost/ca"]);
+    // A password in the URL would be visible in argv: refused, and not echoed.
+    let (code, err) = run(&["--db", "postgres://serve:s3cr3t@localhost/ca"]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("not supported"), "{err}");
+    assert!(err.contains("--db-password-file"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+    let (code, err) = run(&["--db", "mysql://localhost/ca"]);
+    assert_eq!(code, Some(2), "{err}");
     let (code, err) = run(&["--rate-limit", "fast"]);
     assert_eq!(code, Some(2), "{err}");
     let (code, err) = run(&["--pending-ttl", "soon"]);
@@ -1154,3 +1304,18 @@ fn unusable_flags_are_usage_errors() {
     assert!(err.contains("chmod"), "{err}");
     assert!(!err.contains("t0ken"), "{err}");
 }
+
+// Each body above runs on SQLite and on PostgreSQL (`<name>::sqlite`, `<name>::postgres`).
+crate::pg::on_both_backends!(
+    post_is_accepted_as_pending_and_get_shows_it,
+    policy_denials_are_answered_at_post_with_their_reason,
+    bad_input_gets_a_json_error_and_the_server_keeps_serving,
+    forwarded_for_is_believed_only_from_a_trusted_proxy,
+    rate_limit_answers_429_with_retry_after,
+    sync_endpoints_need_the_token,
+    sync_lists_acknowledges_and_takes_results,
+    long_poll_returns_as_soon_as_a_request_arrives,
+    published_crl_and_chain_round_trip,
+    pending_requests_expire_after_the_pending_ttl,
+    sigterm_stops_cleanly_and_a_restart_keeps_the_data,
+);

@@ -509,8 +509,9 @@ struct Serve {
 }
 
 impl Serve {
-    /// Starts `serve --listen 127.0.0.1:0`; `None` when this build has no `serve` yet.
-    fn start(token: &Path) -> Option<Self> {
+    /// Starts `serve --listen 127.0.0.1:0` pinned to `ca`; `None` when this build has no
+    /// `serve` yet.
+    fn start(token: &Path, ca: &TestCa) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_smsgate-ca"))
@@ -527,6 +528,8 @@ impl Serve {
                 "--sync-token-file",
             ])
             .arg(token)
+            .arg("--ca-chain")
+            .arg(ca.dir.path().join("ca.crt"))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -593,7 +596,8 @@ fn http() -> ureq::Agent {
 #[test]
 fn end_to_end_with_serve() {
     let env = Env::new();
-    let Some(serve) = Serve::start(&env.token) else {
+    let ca = TestCa::new();
+    let Some(serve) = Serve::start(&env.token, &ca) else {
         eprintln!("serve is not implemented in this build: end_to_end_with_serve skipped");
         return;
     };
@@ -635,7 +639,6 @@ fn end_to_end_with_serve() {
     assert_eq!(env.incoming().len(), 1);
 
     // The test plays the signer: an approval with a certificate made by openssl.
-    let ca = TestCa::new();
     let cert = ca.sign(&csr);
     let mut record = status_record(&id, "approved", Some(&cert));
     record["message"] = json!("certificate issued for 192.168.1.20");
@@ -672,7 +675,8 @@ fn end_to_end_with_serve() {
 #[test]
 fn watch_with_serve_forwards_within_a_moment_and_stops_while_long_polling() {
     let env = Env::new();
-    let Some(serve) = Serve::start(&env.token) else {
+    let ca = TestCa::new();
+    let Some(serve) = Serve::start(&env.token, &ca) else {
         eprintln!("serve is not implemented in this build: test skipped");
         return;
     };

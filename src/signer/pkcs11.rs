@@ -443,7 +443,10 @@ impl TokenKey {
     }
 
     fn try_sign(&self, mechanism: &Mechanism, data: &[u8]) -> Result<Vec<u8>, TokenError> {
-        let live = *self.live.read().expect("never poisoned");
+        // Held through the call: a reconnection (which re-initialises the module) waits for
+        // signatures in flight.
+        let guard = self.live.read().expect("never poisoned");
+        let live = *guard;
         if !live.connected {
             return Err(self.unavailable("CKR_TOKEN_NOT_PRESENT"));
         }
@@ -456,6 +459,7 @@ impl TokenKey {
         if generation != live.generation {
             // A session from before a reconnection: drop it and use a fresh one.
             drop(session);
+            drop(guard);
             return self.try_sign(mechanism, data);
         }
         match session.sign(mechanism, live.key, data) {
@@ -465,11 +469,13 @@ impl TokenKey {
             }
             Err(e) => {
                 let err = self.classify("C_Sign", &e);
+                drop(session);
+                drop(guard);
                 if err.is_unavailable() {
-                    self.live.write().expect("never poisoned").connected = false;
-                    self.sessions.clear();
-                } else {
-                    self.sessions.give((generation, session));
+                    let mut live = self.live.write().expect("never poisoned");
+                    if live.generation == generation {
+                        live.connected = false;
+                    }
                 }
                 Err(err)
             }
@@ -494,9 +500,20 @@ impl TokenKey {
                     });
                 }
             }
+            // Start the module afresh (C_Finalize, C_Initialize): a module only sees a token
+            // that came back after it was initialised again, and the old sessions and login
+            // are gone with the token anyway.
             self.sessions.clear();
+            let _ = self.pkcs11.clone().finalize();
+            match self
+                .pkcs11
+                .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            {
+                Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+                Err(e) => return Err(self.classify("C_Initialize", &e)),
+            }
             let (slot, session) =
-                match open_session(&self.pkcs11, &self.location, &self.uri, &self.pin, true) {
+                match open_session(&self.pkcs11, &self.location, &self.uri, &self.pin, false) {
                     Err(e @ TokenError::PinIncorrect { .. }) => {
                         *self.refused.lock().expect("never poisoned") = Some(stamp);
                         return Err(e);
@@ -513,6 +530,18 @@ impl TokenKey {
             self.sessions.give((live.generation, session));
             Ok(())
         })();
+        // The key was there when the daemon started: whatever hides it now (no token, no
+        // such object, a failing call) is a token away, and requests wait for it.
+        let result = result.map_err(|e| {
+            if e.is_unavailable() {
+                e
+            } else {
+                TokenError::Unavailable {
+                    token: self.uri.token_label().to_owned(),
+                    code: e.to_string(),
+                }
+            }
+        });
         match &result {
             Ok(()) => {
                 tracing::info!(key = %self.describe(), "the PKCS#11 token is back; signing again");
@@ -577,18 +606,24 @@ pub fn generate(
         .clone()
         .unwrap_or_else(|| "smsgate-ca".to_owned())
         .into_bytes();
+    // The key signs and does nothing else (no decryption, wrapping or derivation).
     let mut public = vec![
         Attribute::Token(true),
         Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
         Attribute::Label(label.clone()),
         Attribute::Id(id.clone()),
     ];
-    let mut private = vec![
+    let private = vec![
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
         Attribute::Label(label),
         Attribute::Id(id),
     ];
@@ -613,7 +648,6 @@ pub fn generate(
             Mechanism::RsaPkcsKeyPairGen
         }
     };
-    private.shrink_to_fit();
     let (public_handle, _) = session
         .generate_key_pair(&mechanism, &public, &private)
         .map_err(|e| call("C_GenerateKeyPair", e))?;
@@ -942,7 +976,11 @@ fn classify(token: &str, function: &str, e: &CkError) -> TokenError {
             | RvError::SlotIdInvalid
             | RvError::UserNotLoggedIn
             | RvError::CryptokiNotInitialized
-            | RvError::DeviceMemory),
+            | RvError::DeviceMemory
+            // The token was taken out and put back (or its objects re-read): the key's
+            // handle is stale and must be looked up again.
+            | RvError::ObjectHandleInvalid
+            | RvError::KeyHandleInvalid),
             _,
         ) => TokenError::Unavailable {
             token: token.to_owned(),

@@ -11,6 +11,7 @@ mod e2e;
 mod init;
 mod ledger;
 mod lifecycle;
+mod pkcs11;
 mod policy_check;
 mod process;
 mod serve;

@@ -5,10 +5,12 @@
 # figure) and on the disk under target/ (the durable figure), ROUNDS times each, printing every
 # rate and its ratio to the CPU bound of one CSR verification plus one signature per request.
 #
-#   benches/operator.sh                 # N=3000 ROUNDS=3 KEY=file
-#   KEY=pkcs11 benches/operator.sh      # the issuing key in a SoftHSM2 token (softhsm2, opensc)
+#   benches/operator.sh                 # N=3000 ROUNDS=3 KEYS=file
+#   KEYS="file pkcs11" benches/operator.sh  # also the issuing key in a SoftHSM2 token
+#                                       # (softhsm2, opensc), alternating, with the ratio
 #   PERF=1 benches/operator.sh          # also `perf record` the daemon of the first tmpfs round
 #   NO_BUILD=1 ...                      # reuse target/release as it is
+#   BASELINE=/path/to/old/smsgate-ca ...  # also time another build, alternating rounds
 #
 # Needs: openssl, and for KEY=pkcs11 softhsm2-util and pkcs11-tool; for PERF=1 linux-perf.
 set -euo pipefail
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 N=${N:-3000}
 ROUNDS=${ROUNDS:-3}
-KEY=${KEY:-file}
+KEYS=${KEYS:-${KEY:-file}}
 CORES=$(nproc)
 WORKERS=${WORKERS:-$CORES}
 DISK=${DISK:-$PWD/target/bench-operator}
@@ -54,48 +56,56 @@ verify=$(awk '{print $NF}' <<<"$line")
 bound=$(awk -v s="$sign" -v v="$verify" 'BEGIN {printf "%.0f", 1 / (1 / s + 1 / v)}')
 echo "openssl speed -multi $CORES ecdsap256: $sign sign/s, $verify verify/s -> CPU bound $bound requests/s"
 
-# --- one CA for all rounds ---------------------------------------------------------------
-ca=$work/ca
-mkdir -p "$ca"
-printf 'version = 1\n[profiles.webhook]\nserial_prefix = 1\nallow = ["10.0.0.0/8"]\n' >"$ca/policy.toml"
-key_args=()
-if [ "$KEY" = pkcs11 ]; then
-  mkdir -p "$work/tokens"
-  printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/tokens" >"$work/softhsm2.conf"
-  export SOFTHSM2_CONF=$work/softhsm2.conf
-  softhsm2-util --init-token --free --label bench --so-pin 12345678 --pin 123456 >/dev/null
-  printf '123456\n' >"$work/pin"
-  chmod 600 "$work/pin"
-  key_args=(--pkcs11-module "$MODULE" --key-uri "pkcs11:token=bench;object=issuing" --pin-file "$work/pin")
-  "$BIN" init --no-passphrase --state "$ca/state" --policy "$ca/policy.toml" --spool "$ca/spool0" \
-    --generate-in-token "${key_args[@]}" >/dev/null
-  key_args=(--pin-file "$work/pin")
-else
-  "$BIN" init --no-passphrase --state "$ca/state" --policy "$ca/policy.toml" --spool "$ca/spool0" >/dev/null
-fi
+# --- one CA per key kind, for all rounds -------------------------------------------------
+printf 'version = 1\n[profiles.webhook]\nserial_prefix = 1\nallow = ["10.0.0.0/8"]\n' >"$work/policy.toml"
+for key in $KEYS; do
+  mkdir -p "$work/ca-$key"
+  if [ "$key" = pkcs11 ]; then
+    mkdir -p "$work/tokens"
+    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/tokens" >"$work/softhsm2.conf"
+    export SOFTHSM2_CONF=$work/softhsm2.conf
+    softhsm2-util --init-token --free --label bench --so-pin 12345678 --pin 123456 >/dev/null
+    printf '123456\n' >"$work/pin"
+    chmod 600 "$work/pin"
+    "$BIN" init --no-passphrase --root-only --state "$work/ca-$key/state" --policy "$work/policy.toml" \
+      --spool "$work/ca-$key/spool0" --pkcs11-module "$MODULE" \
+      --key-uri "pkcs11:token=bench;object=issuing" --generate-in-token --pin-file "$work/pin" >/dev/null
+  else
+    "$BIN" init --no-passphrase --root-only --state "$work/ca-$key/state" --policy "$work/policy.toml" \
+      --spool "$work/ca-$key/spool0" >/dev/null
+  fi
+done
 
-# run DIR LABEL: a fresh spool (and a copy of the CA state) under DIR; prints requests/s.
+# run DIR LABEL KEY [BINARY]: a fresh spool (and a copy of KEY's CA state) under DIR; prints
+# requests/s.
 run() {
-  local dir=$1 label=$2
+  local dir=$1 label=$2 key=$3 bin=${4:-$BIN}
+  local key_args=()
+  if [ "$key" = pkcs11 ]; then key_args=(--pin-file "$work/pin"); fi
   rm -rf "$dir"
   mkdir -p "$dir/spool/incoming" "$dir/staging"
-  cp -a "$ca/state" "$dir/state"
+  cp -a "$work/ca-$key/state" "$dir/state"
   cp "$work"/csrs/*.csr "$dir/staging/"
-  "$BIN" daemon --workers "$WORKERS" --state "$dir/state" --spool "$dir/spool" \
-    --policy "$ca/policy.toml" "${key_args[@]}" 2>"$dir/daemon.log" &
+  "$bin" daemon --workers "$WORKERS" --state "$dir/state" --spool "$dir/spool" \
+    --policy "$work/policy.toml" "${key_args[@]}" 2>"$dir/daemon.log" &
   daemon_pid=$!
   until grep -q "daemon ready" "$dir/daemon.log" 2>/dev/null; do sleep 0.05; done
   local perf_pid=
   if [ -n "${PERF:-}" ] && [ "$label" = perf ]; then
-    perf record -F 999 -g -o "$work/perf.data" -p "$daemon_pid" 2>/dev/null &
+    perf record -F 999 --call-graph dwarf,16384 -o "$work/perf.data" -p "$daemon_pid" 2>/dev/null &
     perf_pid=$!
     sleep 1
   fi
   local t0 t1
   t0=$(date +%s.%N)
-  (cd "$dir/staging" && find . -maxdepth 1 -name '*.csr' -print0 | xargs -0 mv -t "$dir/spool/incoming/")
+  # GNU mv may stat a target the daemon has already claimed and complain; the rename was done.
+  (cd "$dir/staging" && find . -maxdepth 1 -name '*.csr' -print0 | xargs -0 mv -t "$dir/spool/incoming/" 2>/dev/null) || true
   while [ "$(find "$dir/spool/status" -maxdepth 1 -name '*.json' 2>/dev/null | wc -l)" -lt "$N" ]; do
     sleep 0.005
+    if [ "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {print (b - a > 600)}')" = 1 ]; then
+      echo "no $N status records after 600 s; see $dir/daemon.log" >&2
+      exit 1
+    fi
   done
   t1=$(date +%s.%N)
   if [ -n "$perf_pid" ]; then
@@ -114,22 +124,47 @@ run() {
   rm -rf "$dir"
 }
 
-echo "$N CSRs renamed into a running daemon ($WORKERS workers, key: $KEY), first rename -> last status:"
+summary() { # WHERE LABEL RATES...: the range of a list of rates
+  local where=$1 label=$2
+  shift 2
+  printf '%s\n' "$@" | sort -n | awk -v b="$bound" -v w="$where" -v l="$label" '
+    NR == 1 {lo = $1} {hi = $1}
+    END {printf "%s %s: %d-%d requests/s = %.2f-%.2f x the CPU bound\n", w, l, lo, hi, lo / b, hi / b}'
+}
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN {printf "%.2f", x / y}'; }
+
+echo "$N CSRs renamed into a running daemon ($WORKERS workers), first rename -> last status:"
 for where in tmpfs disk; do
-  rates=()
+  declare -A rates=()
+  base_rates=()
   for ((r = 1; r <= ROUNDS; r++)); do
     if [ "$where" = tmpfs ]; then dir=$shm; else dir=$DISK/run-$$; fi
-    label=round
-    if [ "$where" = tmpfs ] && [ "$r" = 1 ]; then label=perf; fi
-    rate=$(run "$dir" "$label")
-    rates+=("$rate")
-    ratio=$(awk -v x="$rate" -v b="$bound" 'BEGIN {printf "%.2f", x / b}')
-    echo "  $where round $r: $rate requests/s = $ratio x the CPU bound"
+    line="  $where round $r:"
+    first=
+    for key in $KEYS; do
+      label=round
+      if [ "$where" = tmpfs ] && [ "$r" = 1 ] && [ -z "$first" ]; then label=perf; fi
+      rate=$(run "$dir" "$label" "$key")
+      rates[$key]="${rates[$key]:-} $rate"
+      line="$line $key $rate/s = $(ratio "$rate" "$bound") x the bound;"
+      if [ -n "$first" ]; then line="$line $key/$first = $(ratio "$rate" "${first_rate}");"; fi
+      if [ -z "$first" ]; then first=$key; first_rate=$rate; fi
+    done
+    if [ -n "${BASELINE:-}" ]; then
+      base=$(run "$dir" round "${KEYS%% *}" "$BASELINE")
+      base_rates+=("$base")
+      line="$line baseline $base/s = $(ratio "$base" "$bound") x the bound; this build $(ratio "$first_rate" "$base") x the baseline"
+    fi
+    echo "$line"
   done
-  printf '%s\n' "${rates[@]}" | sort -n | awk -v b="$bound" -v w="$where" '
-    NR == 1 {lo = $1} {hi = $1}
-    END {printf "%s: %d-%d requests/s = %.2f-%.2f x the CPU bound (target >= 0.4 on tmpfs)\n", w, lo, hi, lo / b, hi / b}'
+  for key in $KEYS; do
+    # shellcheck disable=SC2086
+    summary "$where" "$key" ${rates[$key]}
+  done
+  if [ -n "${BASELINE:-}" ]; then summary "$where" baseline "${base_rates[@]}"; fi
+  unset rates
 done
+echo "(target: >= 0.4 x the CPU bound on tmpfs)"
 if [ -n "${PERF:-}" ]; then
   echo "profile of the first tmpfs round: target/operator-perf.txt (data: target/operator-perf.data)"
 fi

@@ -496,3 +496,59 @@ fn wait_for(what: &str, limit: Duration, cond: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Issue 12: a PIN in the URI, a URI that names no key, a module that is not there and a
+/// token that is not there are each one clear line; nothing is created.
+#[test]
+fn issue_12_bad_uris_modules_and_tokens_are_named() {
+    let env = TestEnv::without_ca(DEFAULT_POLICY);
+    let t = Token::new(&env);
+    let init = |module: &str, uri: &str| {
+        run(cmd(
+            &env,
+            &t,
+            &[
+                "init",
+                "--pkcs11-module",
+                module,
+                "--key-uri",
+                uri,
+                "--generate-in-token",
+            ],
+        ))
+    };
+    init(
+        MODULE,
+        &format!("pkcs11:token={TOKEN};object=k?pin-value={USER_PIN}"),
+    )
+    .code_is(2)
+    .stderr_has("never goes in the URI");
+    init(MODULE, &format!("pkcs11:token={TOKEN}"))
+        .code_is(2)
+        .stderr_has("object=");
+    init(
+        "/nonexistent/module.so",
+        &format!("pkcs11:token={TOKEN};object=k"),
+    )
+    .code_is(1)
+    .stderr_has("cannot load the PKCS#11 module /nonexistent/module.so");
+    init(MODULE, "pkcs11:token=elsewhere;object=k")
+        .code_is(1)
+        .stderr_has("no token \"elsewhere\" in PKCS#11 module")
+        .stderr_has(TOKEN);
+    // Adopting a key that is not there.
+    run(cmd(
+        &env,
+        &t,
+        &[
+            "init",
+            "--pkcs11-module",
+            MODULE,
+            "--key-uri",
+            &format!("pkcs11:token={TOKEN};object=nothing"),
+        ],
+    ))
+    .code_is(1)
+    .stderr_has("no private key object \"nothing\"");
+    assert!(!env.state.join("ca.crt").exists());
+}

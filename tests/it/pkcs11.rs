@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use x509_parser::prelude::FromDer;
+
 use crate::util::*;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -551,4 +553,63 @@ fn issue_12_bad_uris_modules_and_tokens_are_named() {
     .code_is(1)
     .stderr_has("no private key object \"nothing\"");
     assert!(!env.state.join("ca.crt").exists());
+}
+
+/// Issue 12: a P-384 and an RSA key generated in the token sign with their own algorithms
+/// (raw ECDSA over SHA-384 with a 96-byte r‖s; CKM_RSA_PKCS over a SHA-256 DigestInfo), and
+/// OpenSSL verifies the leaves and the CRL.
+#[test]
+fn issue_12_p384_and_rsa_keys_in_the_token() {
+    for (key_type, oid) in [("ec-p384", ECDSA_SHA384), ("rsa-2048", RSA_SHA256)] {
+        let env = TestEnv::without_ca(DEFAULT_POLICY);
+        let t = Token::new(&env);
+        init_in_token(&env, &t, &["--root-only", "--key-type", key_type]).success();
+        env.drop_csr("k1", &CsrSpec::ip("10.9.4.1"));
+        run(cmd(&env, &t, &["process"])).success();
+        let mut expect = LeafExpect::webhook("10.9.4.1");
+        expect.signature_oid = oid;
+        env.check_issued("k1", &expect);
+        run(cmd(&env, &t, &["revoke", "k1", "--reason", "superseded"])).success();
+        openssl(&[
+            "crl".as_ref(),
+            "-inform".as_ref(),
+            "DER".as_ref(),
+            "-in".as_ref(),
+            env.spool_dir("published").join("ca.crl").as_os_str(),
+            "-CAfile".as_ref(),
+            env.ca_cert().as_os_str(),
+            "-noout".as_ref(),
+        ])
+        .success()
+        .stderr_has("verify OK");
+        if key_type == "rsa-2048" {
+            assert_eq!(
+                ca_public_key(&env),
+                t.public_key_pem(&env, &t.private_key_id())
+            );
+        } else {
+            // pkcs11-tool cannot export a P-384 key here ("cannot create EVP_PKEY"): compare
+            // the point it lists with the certificate's.
+            let list = t.pkcs11_tool(&["--list-objects", "--type", "pubkey"]);
+            let point = list
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("EC_POINT:"))
+                .unwrap()
+                .trim()
+                .to_owned();
+            let der = pem_certs(&env.ca_cert()).remove(0);
+            let (_, cert) = x509_parser::prelude::X509Certificate::from_der(&der).unwrap();
+            let ours: String = cert
+                .public_key()
+                .subject_public_key
+                .data
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert!(
+                point.ends_with(&ours),
+                "token {point} vs certificate {ours}"
+            );
+        }
+    }
 }

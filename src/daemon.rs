@@ -260,8 +260,13 @@ fn reload(engine: &Engine, path: &std::path::Path) {
 
 fn status_line(engine: &Engine, queue: usize) -> String {
     let c = &engine.counters;
+    let key = engine
+        .ca()
+        .key
+        .health()
+        .map_or_else(String::new, |t| format!("; CA KEY UNAVAILABLE: {t}"));
     format!(
-        "{} approved, {} denied, {} held, {} rejected; queue {}",
+        "{} approved, {} denied, {} held, {} rejected; queue {}{key}",
         c.approved.load(Ordering::Relaxed),
         c.denied.load(Ordering::Relaxed),
         c.held.load(Ordering::Relaxed),

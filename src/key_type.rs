@@ -110,10 +110,10 @@ pub fn public_key_from_spki(spki_der: &[u8]) -> Option<PKey<openssl::pkey::Publi
             } else {
                 Nid::X9_62_PRIME256V1
             };
-            let group = EcGroup::from_curve_name(nid).ok()?;
+            let group = named_group(nid)?;
             let mut ctx = BigNumContext::new().ok()?;
-            let point = EcPoint::from_bytes(&group, point.data(), &mut ctx).ok()?;
-            PKey::from_ec_key(EcKey::from_public_key(&group, &point).ok()?).ok()
+            let point = EcPoint::from_bytes(group, point.data(), &mut ctx).ok()?;
+            PKey::from_ec_key(EcKey::from_public_key(group, &point).ok()?).ok()
         }
         (PublicKey::RSA(rsa), _)
             if spki.algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.1" =>
@@ -124,6 +124,17 @@ pub fn public_key_from_spki(spki_der: &[u8]) -> Option<PKey<openssl::pkey::Publi
         }
         _ => None,
     }
+}
+
+/// The group of a named curve, made once per process (OpenSSL 3.0 sets up a new group, with
+/// its Montgomery context, each time one is made from its name); keys get a copy.
+fn named_group(nid: Nid) -> Option<&'static EcGroup> {
+    use std::sync::OnceLock;
+    static P256: OnceLock<Option<EcGroup>> = OnceLock::new();
+    static P384: OnceLock<Option<EcGroup>> = OnceLock::new();
+    let cell = if nid == Nid::SECP384R1 { &P384 } else { &P256 };
+    cell.get_or_init(|| EcGroup::from_curve_name(nid).ok())
+        .as_ref()
 }
 
 fn ec(nid: Nid) -> Result<PKey<Private>, openssl::error::ErrorStack> {

@@ -105,7 +105,13 @@ pub(crate) fn test_ca(ranges: &[&str]) -> (tempfile::TempDir, Ca) {
         permitted: ranges.iter().map(|r| r.parse().unwrap()).collect(),
         allow_cn_subjects: false,
     };
-    ca::init(&state, &opts, None).unwrap();
-    let loaded = ca::load(&state, &crate::signer::key::PassphraseSource::None, false).unwrap();
+    ca::init(&state, &opts, None, &ca::KeyStore::File).unwrap();
+    let loaded = ca::load(
+        &state,
+        &crate::signer::key::PassphraseSource::None,
+        None,
+        false,
+    )
+    .unwrap();
     (dir, loaded)
 }

@@ -1,14 +1,18 @@
 //! `smsgate-ca init`: create the CA (root + issuing intermediate with name constraints, keys
-//! encrypted), or adopt an existing one with `--import-cert/--import-key`.
+//! encrypted), or adopt an existing one with `--import-cert/--import-key`. With
+//! `--pkcs11-module` and `--key-uri` the issuing key (with `--root-only`, the CA key) lives in a
+//! PKCS#11 token instead of a file: generated there (`--generate-in-token`) or adopted.
 
 use std::path::PathBuf;
 
-use super::operator::{load_policy, passphrase_source};
+use super::operator::{load_policy, passphrase_source, pin_source};
 use crate::cli::Settings;
 use crate::error::{ExitStatus, Fail};
 use crate::key_type::KeyType;
-use crate::signer::ca::{self, InitOptions, StatePaths};
+use crate::signer::ca::{self, InitOptions, KeyStore, StatePaths};
 use crate::signer::key::PassphraseSource;
+use crate::signer::pkcs11::{KeyUri, TokenError, TokenLocation};
+use crate::signer::SignerError;
 
 /// Flags of `init`.
 #[derive(Debug, clap::Args)]
@@ -37,6 +41,22 @@ pub struct Args {
     /// Subject of the root, e.g. "CN=Example Root CA,O=Example"
     #[arg(long, value_name = "DN")]
     subject: Option<String>,
+    /// Keep the issuing key (with --root-only, the CA key) in a PKCS#11 token: the module to
+    /// load, e.g. /usr/lib/softhsm/libsofthsm2.so; the PIN comes from --pin-file
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "key_uri",
+        conflicts_with = "import_cert"
+    )]
+    pkcs11_module: Option<PathBuf>,
+    /// The key in the token, as an RFC 7512 URI: 'pkcs11:token=LABEL;object=LABEL' (or id=)
+    #[arg(long, value_name = "URI", requires = "pkcs11_module")]
+    key_uri: Option<String>,
+    /// Generate the key pair in the token (--key-type; sensitive, never extractable) instead
+    /// of adopting an existing key
+    #[arg(long, requires = "pkcs11_module")]
+    generate_in_token: bool,
 }
 
 /// Runs `init`.
@@ -49,7 +69,12 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
         )));
     }
     let policy = load_policy(settings)?;
-    let source = if args.no_passphrase {
+    let store = key_store(settings, &args)?;
+    // With the CA key in a token and one tier, no key file is written: no passphrase to ask.
+    let file_keys = !(matches!(store, KeyStore::Token { .. }) && args.root_only);
+    let source = if !file_keys {
+        PassphraseSource::None
+    } else if args.no_passphrase {
         tracing::warn!("--no-passphrase: the CA keys are stored UNENCRYPTED; anyone who can read them can issue certificates");
         PassphraseSource::None
     } else {
@@ -77,8 +102,8 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
                 permitted: policy.all_allow_ranges(),
                 allow_cn_subjects: policy.any_subject_cn(),
             };
-            ca::init(&state, &opts, pass.as_ref()).map_err(|e| match e {
-                crate::signer::SignerError::Subject(_) => Fail::usage(e.to_string()),
+            ca::init(&state, &opts, pass.as_ref(), &store).map_err(|e| match e {
+                SignerError::Subject(_) => Fail::usage(e.to_string()),
                 other => other.into(),
             })?
         }
@@ -105,8 +130,45 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
         "Trust anchor to install on clients: {}",
         state.root_cert().display()
     );
-    if !created.encrypted {
+    if let KeyStore::Token { location, .. } = &store {
+        println!(
+            "The {} key is in the PKCS#11 token ({} via {}); the PIN is not stored",
+            if args.root_only { "CA" } else { "issuing" },
+            location.uri,
+            location.module.display()
+        );
+    }
+    if !created.encrypted && file_keys {
         println!("WARNING: the keys are not encrypted");
     }
     Ok(ExitStatus::Success)
+}
+
+/// Where the issuing key goes: a file, or the token `--pkcs11-module`/`--key-uri` name (the
+/// URI is checked and the module path made absolute here, so that a bad flag is exit 2).
+fn key_store(settings: &Settings, args: &Args) -> anyhow::Result<KeyStore> {
+    let (Some(module), Some(uri)) = (&args.pkcs11_module, &args.key_uri) else {
+        return Ok(KeyStore::File);
+    };
+    let parsed = KeyUri::parse(uri).map_err(|e| Fail::usage(e.to_string()))?;
+    let module = std::path::absolute(module)
+        .map_err(|e| Fail::usage(format!("--pkcs11-module {}: {e}", module.display())))?;
+    let pin = pin_source(settings).ok_or_else(|| {
+        Fail::usage(
+            TokenError::NoPin {
+                token: parsed.token_label().to_owned(),
+            }
+            .to_string(),
+        )
+    })?;
+    // The PIN file is checked (exists, 0600, not empty) before the token is touched.
+    pin.read().map_err(|e| Fail::usage(e.to_string()))?;
+    Ok(KeyStore::Token {
+        location: TokenLocation {
+            module,
+            uri: uri.clone(),
+        },
+        pin,
+        generate: args.generate_in_token,
+    })
 }

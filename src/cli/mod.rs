@@ -62,6 +62,11 @@ pub struct GlobalArgs {
     /// `$CREDENTIALS_DIRECTORY/ca-passphrase` is used when this is not given
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// File holding the user PIN of the PKCS#11 token that keeps the CA key (mode 0600; a
+    /// trailing newline is ignored); under systemd `$CREDENTIALS_DIRECTORY/ca-pin` is used when
+    /// this is not given
+    #[arg(long, global = true, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
     /// TOML file with the same keys as these flags (flags win)
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -1,6 +1,6 @@
-//! What the operator commands share: resolving the passphrase source, opening the signer side
-//! (policy, CA, ledger, spool) with a development CA on `--dev`, and publishing the CA chain and
-//! the ledger checkpoint.
+//! What the operator commands share: resolving the passphrase and PIN sources, opening the
+//! signer side (policy, CA, ledger, spool) with a development CA on `--dev`, and publishing the
+//! CA chain and the ledger checkpoint.
 
 use std::path::Path;
 
@@ -11,8 +11,10 @@ use crate::error::Fail;
 use crate::fsx;
 use crate::ledger::Ledger;
 use crate::policy::Policy;
-use crate::signer::ca::{self, Ca, InitOptions, StatePaths};
+use crate::signer::ca::{self, Ca, InitOptions, KeyStore, StatePaths};
 use crate::signer::key::PassphraseSource;
+use crate::signer::pkcs11::PinSource;
+use crate::signer::signing::Digest;
 use crate::spool::{Engine, Spool};
 
 /// Where the CA key's passphrase comes from: `--passphrase-file`, then
@@ -28,6 +30,26 @@ pub fn passphrase_source(settings: &Settings) -> PassphraseSource {
         }
     }
     PassphraseSource::Prompt
+}
+
+/// Where a token's PIN comes from: `--pin-file`, then `$CREDENTIALS_DIRECTORY/ca-pin`
+/// (systemd `LoadCredential=`); `None` when neither is there. Never argv or the environment.
+pub fn pin_source(settings: &Settings) -> Option<PinSource> {
+    let path = match &settings.pin_file {
+        Some(f) => f.clone(),
+        None => {
+            let dir = std::env::var_os(crate::cli::settings::CREDENTIALS_DIRECTORY)?;
+            let f = Path::new(&dir).join("ca-pin");
+            if !f.exists() {
+                return None;
+            }
+            f
+        }
+    };
+    Some(PinSource {
+        path,
+        allow_loose: settings.allow_loose_permissions,
+    })
 }
 
 /// Loads the policy, failing with exit 2 and the file:line message.
@@ -62,6 +84,7 @@ pub fn load_ca(settings: &Settings, policy: &Policy, dev: bool) -> anyhow::Resul
                 allow_cn_subjects: policy.any_subject_cn(),
             },
             None,
+            &KeyStore::File,
         )?;
         eprintln!(
             "WARNING: created a DEVELOPMENT CA in {} with an UNENCRYPTED key (root SHA-256 {})",
@@ -74,7 +97,13 @@ pub fn load_ca(settings: &Settings, policy: &Policy, dev: bool) -> anyhow::Resul
     } else {
         passphrase_source(settings)
     };
-    let ca = ca::load(&state, &source, settings.allow_loose_permissions)?;
+    let ca = ca::load(
+        &state,
+        &source,
+        pin_source(settings).as_ref(),
+        settings.allow_loose_permissions,
+    )?;
+    tracing::info!(key = %ca.key.describe(), "CA key loaded");
     warn_ranges_outside_constraints(policy, &ca);
     Ok(ca)
 }
@@ -92,11 +121,13 @@ pub fn existing_state(settings: &Settings) -> anyhow::Result<StatePaths> {
     Ok(state)
 }
 
-/// Loads the CA with its key from the passphrase sources of [`passphrase_source`].
+/// Loads the CA with its key: the key file with the passphrase of [`passphrase_source`], or
+/// the token with the PIN of [`pin_source`].
 pub fn load_signing_ca(settings: &Settings, state: &StatePaths) -> anyhow::Result<Ca> {
     Ok(ca::load(
         state,
         &passphrase_source(settings),
+        pin_source(settings).as_ref(),
         settings.allow_loose_permissions,
     )?)
 }
@@ -168,10 +199,24 @@ pub fn publish_ca(spool: &Spool, ca: &Ca) -> anyhow::Result<()> {
 }
 
 /// Appends a signed checkpoint to the ledger and publishes it as
-/// `published/ledger-checkpoint.json`.
+/// `published/ledger-checkpoint.json`. The signature (SHA-256, by the issuing key) is verified
+/// with OpenSSL against the CA certificate before it is appended.
 pub fn checkpoint(engine: &Engine) -> anyhow::Result<()> {
     let key = &engine.ca().key;
-    let cp = engine.with_ledger(|l| l.checkpoint(key))?;
+    let cp = engine.with_ledger(|l| {
+        l.checkpoint(|message| {
+            let signature = key
+                .sign_with(Digest::Sha256, message)
+                .map_err(|e| e.to_string())?;
+            match key.verify(Digest::Sha256, message, &signature) {
+                Ok(true) => Ok(signature),
+                Ok(false) => {
+                    Err("the checkpoint signature does not verify with the CA certificate".into())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    })?;
     let path = engine.spool.published().join("ledger-checkpoint.json");
     fsx::write_atomic(&path, format!("{}\n", cp.line).as_bytes(), fsx::MODE_PUBLIC)?;
     Ok(())

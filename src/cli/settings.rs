@@ -26,6 +26,9 @@ pub struct Settings {
     /// Passphrase file, if one was named (flag or config); `$CREDENTIALS_DIRECTORY` is
     /// consulted by the key loader when this is `None`.
     pub passphrase_file: Option<PathBuf>,
+    /// PIN file of a PKCS#11 token holding the CA key, if one was named (flag or config);
+    /// `$CREDENTIALS_DIRECTORY/ca-pin` is consulted when this is `None`.
+    pub pin_file: Option<PathBuf>,
     /// Log format.
     pub log_format: LogFormat,
     /// Accept loose permissions on secret files.
@@ -48,6 +51,8 @@ pub struct ConfigFile {
     pub policy: Option<PathBuf>,
     /// `--passphrase-file`.
     pub passphrase_file: Option<PathBuf>,
+    /// `--pin-file`.
+    pub pin_file: Option<PathBuf>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
     /// `--timeout`.
@@ -130,6 +135,7 @@ impl Settings {
                 .passphrase_file
                 .clone()
                 .or_else(|| from_file(&file.passphrase_file)),
+            pin_file: args.pin_file.clone().or_else(|| from_file(&file.pin_file)),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             allow_loose_permissions: args.allow_loose_permissions,
             timeout,
@@ -149,7 +155,8 @@ fn load_config(path: &Path) -> anyhow::Result<ConfigFile> {
     })
 }
 
-/// Set by systemd for `LoadCredential=`; `ca-passphrase` inside it is the CA key's passphrase.
+/// Set by systemd for `LoadCredential=`; `ca-passphrase` inside it is the CA key's passphrase,
+/// `ca-pin` the PIN of the token holding it.
 pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
 /// Default state directory (relative to the working directory).

@@ -20,7 +20,6 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use openssl::pkey::{PKeyRef, Private};
 
 pub use entry::{Entry, Event};
 
@@ -50,7 +49,7 @@ pub enum LedgerError {
     },
     /// Signing a checkpoint failed.
     #[error("cannot sign the ledger checkpoint: {0}")]
-    Sign(#[from] openssl::error::ErrorStack),
+    Sign(String),
 }
 
 /// An open ledger with its index.
@@ -169,18 +168,29 @@ impl Ledger {
         self.append_with(events, |_| None)
     }
 
-    /// Appends a signed checkpoint of everything before it; returns its line (to publish).
-    pub fn checkpoint(&mut self, key: &PKeyRef<Private>) -> Result<Appended, LedgerError> {
-        let mut out = self.append_with(&[], |tail| {
+    /// Appends a checkpoint of everything before it, signed by `sign` (which gets
+    /// [`entry::checkpoint_message`] and returns the DER signature, SHA-256 over the message,
+    /// by the issuing CA key); returns its line (to publish). Nothing is appended when signing
+    /// fails.
+    pub fn checkpoint(
+        &mut self,
+        sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
+    ) -> Result<Appended, LedgerError> {
+        let mut failure = None;
+        let result = self.append_with(&[], |tail| {
             let line = tail.seq + 1;
             let message = entry::checkpoint_message(line, &tail.hash);
-            let signature = sign(key, &message).ok()?;
+            let signature = sign(&message).map_err(|e| failure = Some(e)).ok()?;
             Some(Event::Checkpoint {
                 line,
                 head: tail.hash.clone(),
                 signature: hex::encode(signature),
             })
-        })?;
+        });
+        if let Some(e) = failure {
+            return Err(LedgerError::Sign(e));
+        }
+        let mut out = result?;
         out.pop().ok_or_else(|| LedgerError::Corrupt {
             path: self.path.clone(),
             line: self.tail.seq + 1,
@@ -419,13 +429,6 @@ fn entry_at(file: &File, path: &Path, offset: u64) -> Result<Entry, LedgerError>
     }
     let text = String::from_utf8(buf).map_err(|_| corrupt("not UTF-8".into()))?;
     entry::parse(&text).map_err(|e| corrupt(format!("at byte {offset}: {e}")))
-}
-
-/// Signs bytes with a CA key (ECDSA or RSA, SHA-256), DER signature.
-pub fn sign(key: &PKeyRef<Private>, message: &[u8]) -> Result<Vec<u8>, openssl::error::ErrorStack> {
-    let mut s = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key)?;
-    s.update(message)?;
-    s.sign_to_vec()
 }
 
 fn serial_bytes(hex_serial: &str) -> Option<[u8; 16]> {

@@ -65,6 +65,19 @@ fn torn_tail_is_cut_on_open_but_reported_by_verify() {
     assert!(verify(&path, None, None).is_ok());
 }
 
+/// A signer that fails leaves the ledger as it was and says why.
+#[test]
+fn a_failed_checkpoint_signature_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.jsonl");
+    let mut l = Ledger::open(&path).unwrap();
+    l.append(&[denied("a")]).unwrap();
+    let err = l.checkpoint(|_| Err("token away".into())).unwrap_err();
+    assert!(err.to_string().contains("token away"), "{err}");
+    assert_eq!(l.line_count(), 1);
+    assert_eq!(Ledger::open(&path).unwrap().line_count(), 1);
+}
+
 #[test]
 fn checkpoints_sign_and_catch_truncation() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,7 +86,14 @@ fn checkpoints_sign_and_catch_truncation() {
     let cert = self_signed(&key);
     let mut l = Ledger::open(&path).unwrap();
     l.append(&[denied("a"), denied("b")]).unwrap();
-    let cp = l.checkpoint(&key).unwrap();
+    let cp = l
+        .checkpoint(|m| {
+            let mut s =
+                openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+            s.update(m).unwrap();
+            Ok(s.sign_to_vec().unwrap())
+        })
+        .unwrap();
     assert_eq!(cp.seq, 3);
     l.append(&[denied("c")]).unwrap();
     let report = verify(&path, Some(&cert), Some(&cp.line)).unwrap();

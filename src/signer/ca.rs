@@ -4,8 +4,13 @@
 //!
 //! State directory layout (mode 0700):
 //! `root.crt` (trust anchor), `root.key` (two-tier only, encrypted), `ca.crt` (issuing CA),
-//! `ca.key` (issuing key, encrypted), `chain.pem` (intermediates sent with each leaf, may be
-//! empty), `ca.json` (what was made, for humans and `list`).
+//! `ca.key` (issuing key, encrypted) or `pkcs11.json` (the module and URI of the issuing key in a
+//! PKCS#11 token; never the PIN), `chain.pem` (intermediates sent with each leaf, may be empty).
+//!
+//! With a token, `init` has the token generate the issuing key (`--generate-in-token`) or adopts
+//! one there, and the CA certificate it signs itself (one tier) is built by OpenSSL with a
+//! throwaway key of the same algorithm and then signed again by the token: OpenSSL builds the
+//! structure, the token makes the one signature that counts, and OpenSSL checks it.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -16,14 +21,16 @@ use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, PKeyRef, Private};
+use openssl::pkey::{PKey, PKeyRef, Private, Public};
 use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
 };
 use openssl::x509::{X509Builder, X509Extension, X509Name, X509NameBuilder, X509Ref, X509};
 
 use super::key::{self, Passphrase, PassphraseSource};
-use super::SignerError;
+use super::pkcs11::{self, PinSource, TokenKey, TokenLocation};
+use super::signing::{SignatureAlgorithm, SigningKey};
+use super::{der, tbs, SignerError};
 use crate::fsx;
 use crate::key_type::KeyType;
 
@@ -45,20 +52,36 @@ pub struct InitOptions {
     pub allow_cn_subjects: bool,
 }
 
+/// Where `init` keeps the issuing key.
+#[derive(Debug, Clone)]
+pub enum KeyStore {
+    /// A PKCS#8 file, encrypted with the passphrase (the default).
+    File,
+    /// A PKCS#11 token; `generate` makes the key there, else an existing one is adopted.
+    Token {
+        /// The module and the key's URI.
+        location: TokenLocation,
+        /// The PIN file.
+        pin: PinSource,
+        /// `--generate-in-token`.
+        generate: bool,
+    },
+}
+
 /// A loaded CA able to sign: the issuing certificate and key, the chain and the root.
 pub struct Ca {
     /// The issuing CA certificate.
     pub cert: X509,
-    /// The issuing CA key.
-    pub key: PKey<Private>,
+    /// The issuing CA key (a key file or a token).
+    pub key: SigningKey,
     /// Certificates sent after each leaf (the intermediate in a two-tier CA; empty otherwise).
     pub chain: Vec<X509>,
     /// The trust anchor.
     pub root: X509,
-    /// A throwaway key of the CA's type for the pre-issuance lint (never signs anything real).
-    pub lint_key: PKey<Private>,
     /// Facts of the issuing certificate, computed once (OpenSSL 3.0 makes them costly).
     pub facts: CaFacts,
+    /// The constant parts of every leaf's TBSCertificate, encoded once.
+    pub template: tbs::Template,
 }
 
 /// What issuance needs to know about the issuing certificate, computed once at load.
@@ -70,8 +93,8 @@ pub struct CaFacts {
     pub ski: Option<Vec<u8>>,
     /// Permitted iPAddress subtrees (None: unconstrained).
     pub permitted: Option<Vec<IpNet>>,
-    /// The signature digest for the CA key.
-    pub digest: MessageDigest,
+    /// The issuing certificate's notAfter.
+    pub not_after: DateTime<Utc>,
     /// The certificates sent after each leaf, as PEM (may be empty).
     pub chain_pem: String,
 }
@@ -85,8 +108,8 @@ impl std::fmt::Debug for CaFacts {
 }
 
 impl CaFacts {
-    /// Computes the facts of a CA certificate and key.
-    pub fn of(cert: &X509Ref, key: &PKeyRef<Private>, chain: &[X509]) -> Result<Self, SignerError> {
+    /// Computes the facts of a CA certificate and its chain.
+    pub fn of(cert: &X509Ref, chain: &[X509]) -> Result<Self, SignerError> {
         let mut chain_pem = String::new();
         for c in chain {
             chain_pem.push_str(std::str::from_utf8(&c.to_pem()?).expect("PEM is ASCII"));
@@ -96,7 +119,7 @@ impl CaFacts {
             subject_der: cert.subject_name().to_der()?,
             ski: cert.subject_key_id().map(|s| s.as_slice().to_vec()),
             permitted: permitted_ip_subtrees(cert),
-            digest: digest_for(key),
+            not_after: not_after(cert),
         })
     }
 }
@@ -144,6 +167,10 @@ impl StatePaths {
     pub fn chain(&self) -> PathBuf {
         self.dir.join("chain.pem")
     }
+    /// `pkcs11.json`: where the issuing key is when a token holds it.
+    pub fn pkcs11(&self) -> PathBuf {
+        self.dir.join("pkcs11.json")
+    }
     /// `ledger.jsonl`
     pub fn ledger(&self) -> PathBuf {
         self.dir.join("ledger.jsonl")
@@ -165,31 +192,36 @@ pub struct Created {
     pub encrypted: bool,
 }
 
-/// Creates a new CA in `state` (refuses to overwrite an existing one).
+/// Creates a new CA in `state` (refuses to overwrite an existing one). With a token, the
+/// token's part comes first (generate or adopt the key, log in), so that a wrong PIN or a
+/// missing token leaves no CA files behind.
 pub fn init(
     state: &StatePaths,
     opts: &InitOptions,
     pass: Option<&Passphrase>,
+    store: &KeyStore,
 ) -> Result<Created, SignerError> {
     if state.exists() {
         return Err(SignerError::CaExists(state.dir.clone()));
     }
+    let token = match store {
+        KeyStore::File => None,
+        KeyStore::Token {
+            location,
+            pin,
+            generate,
+        } => {
+            let public = if *generate {
+                pkcs11::generate(location, pin, opts.key_type)?
+            } else {
+                pkcs11::adopt(location, pin)?
+            };
+            Some((location, public, TokenKey::open(location, pin)?))
+        }
+    };
     fsx::ensure_dir(&state.dir, fsx::MODE_PRIVATE_DIR).map_err(|e| io(&state.dir, e))?;
     let now = Utc::now();
-    let root_key = opts.key_type.generate()?;
     let root_subject = subject(opts.subject.as_deref(), "smsgate-ca Root CA")?;
-    let root_days = opts.days;
-    let root = build_ca_cert(&CaCertPlan {
-        subject: &root_subject,
-        issuer: None,
-        key: &root_key,
-        signer_key: &root_key,
-        not_before: now,
-        days: root_days,
-        pathlen: if opts.root_only { 0 } else { 1 },
-        permitted: &opts.permitted,
-        allow_cn_subjects: opts.allow_cn_subjects,
-    })?;
     let mut files = Vec::new();
     let write_cert = |path: PathBuf, cert: &X509, files: &mut Vec<PathBuf>| {
         let pem = cert.to_pem()?;
@@ -197,35 +229,80 @@ pub fn init(
         files.push(path);
         Ok::<(), SignerError>(())
     };
-    if opts.root_only {
-        key::store(&state.ca_key(), &root_key, pass)?;
-        files.push(state.ca_key());
-        write_cert(state.ca_cert(), &root, &mut files)?;
-        write_cert(state.root_cert(), &root, &mut files)?;
-        write_chain(state, &[])?;
-    } else {
-        let ca_key = opts.key_type.generate()?;
-        let ca_subject = subject(opts.subject.as_deref(), "smsgate-ca Root CA")
-            .and_then(|_| issuing_subject(opts.subject.as_deref()))?;
-        let ca = build_ca_cert(&CaCertPlan {
-            subject: &ca_subject,
-            issuer: Some(&root),
-            key: &ca_key,
-            signer_key: &root_key,
+    // The issuing key: in the token, or a new key file.
+    let (issuing_public, issuing_signer) = match token {
+        Some((location, public, key)) => {
+            write_location(state, location)?;
+            files.push(state.pkcs11());
+            (public, CertSigner::Token(Box::new(key)))
+        }
+        None => {
+            let key = opts.key_type.generate()?;
+            (public_of(&key)?, CertSigner::File(key))
+        }
+    };
+    let root = if opts.root_only {
+        let root = build_ca_cert(&CaCertPlan {
+            subject: &root_subject,
+            issuer: None,
+            key: &issuing_public,
+            signer: &issuing_signer,
             not_before: now,
-            days: root_days,
+            days: opts.days,
             pathlen: 0,
             permitted: &opts.permitted,
             allow_cn_subjects: opts.allow_cn_subjects,
         })?;
-        key::store(&state.root_key(), &root_key, pass)?;
+        if let CertSigner::File(key) = &issuing_signer {
+            key::store(&state.ca_key(), key, pass)?;
+            files.push(state.ca_key());
+        }
+        write_cert(state.ca_cert(), &root, &mut files)?;
+        write_cert(state.root_cert(), &root, &mut files)?;
+        write_chain(state, &[])?;
+        root
+    } else {
+        let root_key = opts.key_type.generate()?;
+        let root_public = public_of(&root_key)?;
+        let root_signer = CertSigner::File(root_key);
+        let root = build_ca_cert(&CaCertPlan {
+            subject: &root_subject,
+            issuer: None,
+            key: &root_public,
+            signer: &root_signer,
+            not_before: now,
+            days: opts.days,
+            pathlen: 1,
+            permitted: &opts.permitted,
+            allow_cn_subjects: opts.allow_cn_subjects,
+        })?;
+        let ca_subject = issuing_subject(opts.subject.as_deref())?;
+        let ca = build_ca_cert(&CaCertPlan {
+            subject: &ca_subject,
+            issuer: Some(&root),
+            key: &issuing_public,
+            signer: &root_signer,
+            not_before: now,
+            days: opts.days,
+            pathlen: 0,
+            permitted: &opts.permitted,
+            allow_cn_subjects: opts.allow_cn_subjects,
+        })?;
+        key::store(
+            &state.root_key(),
+            root_signer.file_key().expect("the root key is a file"),
+            pass,
+        )?;
         files.push(state.root_key());
-        key::store(&state.ca_key(), &ca_key, pass)?;
-        files.push(state.ca_key());
+        if let CertSigner::File(key) = &issuing_signer {
+            key::store(&state.ca_key(), key, pass)?;
+            files.push(state.ca_key());
+        }
         write_cert(state.root_cert(), &root, &mut files)?;
         write_cert(state.ca_cert(), &ca, &mut files)?;
         write_chain(state, &[ca])?;
-    }
+        root
+    };
     files.push(state.chain());
     Ok(Created {
         root_fingerprint: fingerprint(&root)?,
@@ -311,10 +388,14 @@ pub fn import(
     })
 }
 
-/// Loads the issuing CA with its key.
+/// Loads the issuing CA with its key: the key file (decrypted with the passphrase from
+/// `pass`), or the token `pkcs11.json` names (logged in with the PIN from `pin`). Either way
+/// the key must be the CA certificate's: a file key is compared with it, a token key makes a
+/// probe signature that OpenSSL verifies with the certificate's public key.
 pub fn load(
     state: &StatePaths,
     pass: &PassphraseSource,
+    pin: Option<&PinSource>,
     allow_loose: bool,
 ) -> Result<Ca, SignerError> {
     let (cert, chain, root) = load_certs(state)?;
@@ -326,26 +407,72 @@ pub fn load(
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         tracing::warn!(error = %e, "cannot disable core dumps");
     }
-    let key = key::load(&state.ca_key(), pass, allow_loose)?;
-    if !cert.public_key()?.public_eq(&key) {
-        return Err(SignerError::Import(format!(
-            "{} does not match {}: the state directory is inconsistent",
-            state.ca_key().display(),
+    let public = cert.public_key()?;
+    let mismatch = |what: String| {
+        SignerError::Import(format!(
+            "{what} does not match {}: the state directory is inconsistent",
             state.ca_cert().display()
-        )));
-    }
-    let lint_key = KeyType::of(&key)
-        .ok_or_else(|| SignerError::Import("the CA key type is not supported".into()))?
-        .generate()?;
-    let facts = CaFacts::of(&cert, &key, &chain)?;
+        ))
+    };
+    let key = match read_location(state)? {
+        Some(location) => {
+            let uri = pkcs11::KeyUri::parse(&location.uri)?;
+            let pin = pin.ok_or_else(|| pkcs11::TokenError::NoPin {
+                token: uri.token_label().to_owned(),
+            })?;
+            let token = TokenKey::open(&location, pin)?;
+            let describe = token.describe();
+            let key = SigningKey::token(token, public)?;
+            let probe = b"smsgate-ca: is this the CA certificate's key?";
+            let signature = key.sign(probe)?;
+            if !key.verify(key.algorithm().digest(), probe, &signature)? {
+                return Err(mismatch(format!("the key in {describe}")));
+            }
+            key
+        }
+        None => {
+            let file_key = key::load(&state.ca_key(), pass, allow_loose)?;
+            if !public.public_eq(&file_key) {
+                return Err(mismatch(state.ca_key().display().to_string()));
+            }
+            SigningKey::file(file_key, public)?
+        }
+    };
+    let facts = CaFacts::of(&cert, &chain)?;
+    let template = tbs::Template::new(
+        key.algorithm().identifier(),
+        facts.subject_der.clone(),
+        facts.ski.as_deref(),
+    );
     Ok(Ca {
         cert,
         key,
         chain,
         root,
-        lint_key,
         facts,
+        template,
     })
+}
+
+/// The token location recorded in the state directory, if the key lives in a token.
+pub fn read_location(state: &StatePaths) -> Result<Option<TokenLocation>, SignerError> {
+    let path = state.pkcs11();
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            SignerError::Import(format!(
+                "{} is not a PKCS#11 key record: {e}",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path, e)),
+    }
+}
+
+fn write_location(state: &StatePaths, location: &TokenLocation) -> Result<(), SignerError> {
+    let mut json = serde_json::to_vec_pretty(location).expect("a token location serialises");
+    json.push(b'\n');
+    fsx::write_new(&state.pkcs11(), &json, fsx::MODE_SECRET).map_err(|e| io(&state.pkcs11(), e))
 }
 
 /// Loads the certificates only (issuing, chain, root): no key, no passphrase.
@@ -393,6 +520,21 @@ pub fn fingerprint(cert: &X509Ref) -> Result<String, SignerError> {
         .join(":"))
 }
 
+/// Colon-separated upper-case SHA-256 of DER bytes.
+pub fn fingerprint_der(der: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let d = openssl::sha::sha256(der);
+    let mut out = String::with_capacity(95);
+    for (i, b) in d.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
+}
+
 /// A certificate's notAfter as a UTC time.
 pub fn not_after(cert: &X509Ref) -> DateTime<Utc> {
     asn1_to_utc(cert.not_after())
@@ -420,11 +562,30 @@ pub fn name_text(name: &openssl::x509::X509NameRef) -> String {
         .join(",")
 }
 
+/// What signs a CA certificate at `init`.
+enum CertSigner {
+    /// A key file's key: OpenSSL signs directly.
+    File(PKey<Private>),
+    /// A token's key: OpenSSL builds the certificate with a throwaway key of the same
+    /// algorithm, the token signs its TBS bytes, and the result is checked.
+    Token(Box<TokenKey>),
+}
+
+impl CertSigner {
+    fn file_key(&self) -> Option<&PKey<Private>> {
+        match self {
+            Self::File(k) => Some(k),
+            Self::Token(_) => None,
+        }
+    }
+}
+
 struct CaCertPlan<'a> {
     subject: &'a X509Name,
     issuer: Option<&'a X509>,
-    key: &'a PKey<Private>,
-    signer_key: &'a PKey<Private>,
+    /// The certified public key.
+    key: &'a PKeyRef<Public>,
+    signer: &'a CertSigner,
     not_before: DateTime<Utc>,
     days: u32,
     pathlen: u32,
@@ -474,8 +635,54 @@ fn build_ca_cert(p: &CaCertPlan<'_>) -> Result<X509, SignerError> {
         b.append_extension(aki)?;
     }
     b.append_extension(name_constraints(&b, p.permitted, p.allow_cn_subjects)?)?;
-    b.sign(p.signer_key, digest_for(p.signer_key))?;
-    Ok(b.build())
+    match p.signer {
+        CertSigner::File(key) => {
+            b.sign(key, digest_for(key))?;
+            Ok(b.build())
+        }
+        CertSigner::Token(token) => {
+            // The issuer's public key: the subject's own for a self-signed certificate.
+            let issuer_public = match p.issuer {
+                Some(i) => i.public_key()?,
+                None => PKey::public_key_from_der(&p.key.public_key_to_der()?)?,
+            };
+            let algorithm = SignatureAlgorithm::for_key(&issuer_public)?;
+            let throwaway = match algorithm {
+                SignatureAlgorithm::EcdsaSha256 => KeyType::EcP256.generate()?,
+                SignatureAlgorithm::EcdsaSha384 => KeyType::EcP384.generate()?,
+                SignatureAlgorithm::RsaSha256 => KeyType::Rsa2048.generate()?,
+            };
+            b.sign(&throwaway, digest_for(&throwaway))?;
+            let draft = b.build().to_der()?;
+            sign_again(&draft, algorithm, token, &issuer_public)
+        }
+    }
+}
+
+/// Replaces the throwaway signature of an OpenSSL-built certificate with the token's: the TBS
+/// bytes are kept as they are, signed by the token, reassembled and checked with OpenSSL.
+fn sign_again(
+    draft: &[u8],
+    algorithm: SignatureAlgorithm,
+    token: &TokenKey,
+    issuer_public: &PKeyRef<Public>,
+) -> Result<X509, SignerError> {
+    use x509_parser::prelude::FromDer;
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(draft)
+        .map_err(|e| SignerError::Lint(format!("OpenSSL's CA certificate does not parse: {e}")))?;
+    let tbs = parsed.tbs_certificate.as_ref();
+    let signature = token.sign(algorithm, algorithm.digest(), &algorithm.digest().hash(tbs))?;
+    let cert = X509::from_der(&der::signed(tbs, &algorithm.identifier(), &signature))?;
+    if !cert.verify(issuer_public)? {
+        return Err(SignerError::Lint(
+            "the token's signature on the CA certificate does not verify".into(),
+        ));
+    }
+    Ok(cert)
+}
+
+fn public_of(key: &PKeyRef<Private>) -> Result<PKey<Public>, SignerError> {
+    Ok(PKey::public_key_from_der(&key.public_key_to_der()?)?)
 }
 
 /// The critical name constraints of DESIGN §4: permitted IP subtrees = the policy's ranges,
@@ -506,7 +713,7 @@ fn name_constraints(
 }
 
 /// The signature digest for a CA key (DESIGN §4): SHA-384 for P-384, SHA-256 otherwise.
-pub fn digest_for(key: &PKeyRef<Private>) -> MessageDigest {
+pub fn digest_for<T: openssl::pkey::HasPublic>(key: &PKeyRef<T>) -> MessageDigest {
     match KeyType::of(key) {
         Some(KeyType::EcP384) => MessageDigest::sha384(),
         _ => MessageDigest::sha256(),

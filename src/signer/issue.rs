@@ -1,27 +1,25 @@
-//! Issuing a leaf: "persist the serial, build what you plan to sign, sign once, check the
-//! result equals the plan" (Boulder's issuance cycle).
+//! Issuing a leaf: "persist the serial, build what you plan to sign, lint it, sign once, check
+//! the result equals the plan" (Boulder's issuance cycle, `issuance/cert.go`).
 //!
 //! [`prepare`] turns an approved [`Plan`] and the CSR's public key into a [`Prepared`]
 //! certificate description (serial chosen, validity fixed, checked against the CA's name
-//! constraints). [`issue`] consumes it, builds every extension from the profile — nothing from
-//! the CSR but its public key and the planned IP — signs, and re-parses the result to check it
-//! is exactly the plan.
-
-use std::net::IpAddr;
+//! constraints). [`issue`] consumes it:
+//! 1. build: the TBSCertificate bytes ([`super::tbs`]), every extension from the profile —
+//!    nothing from the CSR but its public key and the planned IP;
+//! 2. lint: an independent parse of exactly those bytes ([`super::lint::check_tbs`]);
+//! 3. sign them once with the CA key ([`super::signing::SigningKey`]: a key file or a token);
+//! 4. assemble the signed certificate;
+//! 5. check it: its TBS bytes are the linted ones (Boulder's `tbsCertIsDeterministic`) and the
+//!    one real signature verifies with OpenSSL against the CA certificate's public key
+//!    ([`super::lint::check_issued`]).
+//!
+//! A throwaway signature adds nothing the lint reads, so there is none.
 
 use chrono::{DateTime, Utc};
-use openssl::asn1::{Asn1Integer, Asn1Time};
-use openssl::bn::BigNum;
-use openssl::nid::Nid;
-use openssl::pkey::{PKey, Public};
-use openssl::x509::extension::{
-    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-};
-use openssl::x509::{X509Builder, X509Extension, X509NameBuilder, X509};
 
 use super::ca::{self, Ca};
 use super::serial::Serial;
-use super::SignerError;
+use super::{der, tbs, SignerError};
 use crate::policy::range::RangeSet;
 use crate::policy::Plan;
 
@@ -36,10 +34,8 @@ pub struct Prepared {
     pub not_before: DateTime<Utc>,
     /// notAfter (never past the issuing CA's).
     pub not_after: DateTime<Utc>,
-    /// The subject public key (DER SPKI from the CSR).
+    /// The subject public key (DER SPKI from the CSR, copied into the certificate as is).
     pub public_key_der: Vec<u8>,
-    /// The same key, decoded once (decoding is slow in OpenSSL 3.0).
-    pub public_key: PKey<Public>,
     /// The subjectKeyIdentifier: SHA-1 of the subjectPublicKey bits (RFC 5280 §4.2.1.2).
     pub ski: [u8; 20],
 }
@@ -47,8 +43,8 @@ pub struct Prepared {
 /// A signed certificate.
 #[derive(Debug, Clone)]
 pub struct Issued {
-    /// The leaf.
-    pub cert: X509,
+    /// The leaf, DER.
+    pub der: Vec<u8>,
     /// The leaf as PEM (what the ledger records).
     pub leaf_pem: String,
     /// Leaf PEM followed by the chain PEM (what `issued/<id>.crt` holds).
@@ -78,15 +74,13 @@ pub fn prepare(
     }
     let not_before = now - chrono::Duration::seconds(i64::from(plan.backdate_seconds));
     let planned_end = not_before + chrono::Duration::days(i64::from(plan.validity_days));
-    let ca_end = ca::not_after(&ca.cert);
+    let ca_end = ca.facts.not_after;
     let not_after = planned_end.min(ca_end);
     if not_after <= now {
         return Err(SignerError::CaExpired(ca_end));
     }
-    let public_key = decode_public_key(public_key_der)?;
     let ski = key_identifier(public_key_der)?;
     Ok(Prepared {
-        public_key,
         ski,
         plan: plan.clone(),
         serial,
@@ -96,16 +90,19 @@ pub fn prepare(
     })
 }
 
-/// Signs a prepared certificate once and checks the result is exactly the plan.
+/// Builds, lints, signs once and checks a prepared certificate (the phases of the module
+/// header).
 pub fn issue(ca: &Ca, prepared: Prepared) -> Result<Issued, SignerError> {
-    super::lint::precheck(ca, &prepared, &ca.lint_key)?;
-    let cert = build(ca, &prepared)?;
-    super::lint::check_issued(&cert, ca, &prepared)?;
-    let leaf_pem = String::from_utf8(cert.to_pem()?).expect("PEM is ASCII");
+    let tbs = tbs::encode(&ca.template, &prepared)?;
+    super::lint::check_tbs(&tbs, ca, &prepared)?;
+    let signature = ca.key.sign(&tbs)?;
+    let der = der::signed(&tbs, &ca.template.algorithm, &signature);
+    super::lint::check_issued(&der, &tbs, ca)?;
+    let leaf_pem = pem("CERTIFICATE", &der);
     let chain_pem = format!("{leaf_pem}{}", ca.facts.chain_pem);
-    let fingerprint = ca::fingerprint(&cert)?;
+    let fingerprint = ca::fingerprint_der(&der);
     Ok(Issued {
-        cert,
+        der,
         leaf_pem,
         chain_pem,
         fingerprint,
@@ -115,131 +112,112 @@ pub fn issue(ca: &Ca, prepared: Prepared) -> Result<Issued, SignerError> {
     })
 }
 
-/// Builds and signs the certificate of a prepared plan with the CA key.
-fn build(ca: &Ca, p: &Prepared) -> Result<X509, SignerError> {
-    build_signed_by(ca, p, &ca.key)
-}
-
-/// Builds the certificate and signs it with `key` (the CA key, or a throwaway key for the
-/// pre-issuance lint).
-pub(super) fn build_signed_by(
-    ca: &Ca,
-    p: &Prepared,
-    key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
-) -> Result<X509, SignerError> {
-    let mut b = X509Builder::new()?;
-    b.set_version(2)?;
-    let serial: Asn1Integer = BigNum::from_slice(p.serial.as_bytes())?.to_asn1_integer()?;
-    b.set_serial_number(&serial)?;
-    let mut subject = X509NameBuilder::new()?;
-    if p.plan.subject_cn {
-        subject.append_entry_by_nid(Nid::COMMONNAME, &p.plan.ip.to_string())?;
+/// PEM of DER bytes: `-----BEGIN <label>-----`, base64 in lines of 64, `-----END <label>-----`.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = openssl::base64::encode_block(der);
+    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 32);
+    out.push_str("-----BEGIN ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    // Base64 output is ASCII, so splitting the bytes keeps valid UTF-8.
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 output is ASCII"));
+        out.push('\n');
     }
-    b.set_subject_name(&subject.build())?;
-    b.set_issuer_name(ca.cert.subject_name())?;
-    b.set_pubkey(&p.public_key)?;
-    let not_before = Asn1Time::from_unix(p.not_before.timestamp())?;
-    let not_after = Asn1Time::from_unix(p.not_after.timestamp())?;
-    b.set_not_before(&not_before)?;
-    b.set_not_after(&not_after)?;
-    b.append_extension(BasicConstraints::new().critical().build()?)?;
-    let mut ku = KeyUsage::new();
-    ku.critical().digital_signature();
-    if p.plan.key_type.is_rsa() {
-        ku.key_encipherment();
-    }
-    b.append_extension(ku.build()?)?;
-    b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
-    // SKI and AKI from DER: OpenSSL's builders re-encode the public key on every call.
-    b.append_extension(der_extension("2.5.29.14", &octet_string(&p.ski))?)?;
-    let ca_ski =
-        ca.facts.ski.as_deref().ok_or_else(|| {
-            SignerError::Lint("the issuing CA has no subjectKeyIdentifier".into())
-        })?;
-    if ca_ski.len() > 120 {
-        return Err(SignerError::Lint(
-            "the issuing CA's subjectKeyIdentifier is too long".into(),
-        ));
-    }
-    b.append_extension(der_extension("2.5.29.35", &authority_key_id(ca_ski))?)?;
-    let mut san = SubjectAlternativeName::new();
-    // RFC 5280 §4.2.1.6: the SAN is critical when the subject is empty.
-    if !p.plan.subject_cn {
-        san.critical();
-    }
-    san.ip(&ip_text(p.plan.ip));
-    b.append_extension(san.build(&b.x509v3_context(Some(&ca.cert), None))?)?;
-    if let Some(url) = &p.plan.crl_url {
-        b.append_extension(url_extension(
-            &b,
-            Nid::CRL_DISTRIBUTION_POINTS,
-            &format!("URI:{url}"),
-        )?)?;
-    }
-    if let Some(url) = &p.plan.ca_issuers_url {
-        b.append_extension(url_extension(
-            &b,
-            Nid::INFO_ACCESS,
-            &format!("caIssuers;URI:{url}"),
-        )?)?;
-    }
-    // The throwaway lint key has the CA key's type, hence its digest.
-    b.sign(key, ca.facts.digest)?;
-    Ok(b.build())
-}
-
-/// Decodes a SubjectPublicKeyInfo: directly for EC and RSA (see
-/// [`crate::key_type::public_key_from_spki`]), through OpenSSL's decoders otherwise.
-fn decode_public_key(spki_der: &[u8]) -> Result<PKey<Public>, SignerError> {
-    match crate::key_type::public_key_from_spki(spki_der) {
-        Some(key) => Ok(key),
-        None => Ok(PKey::public_key_from_der(spki_der)?),
-    }
+    out.push_str("-----END ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    out
 }
 
 /// SHA-1 of the subjectPublicKey BIT STRING's bits (RFC 5280 §4.2.1.2, method 1).
 fn key_identifier(spki_der: &[u8]) -> Result<[u8; 20], SignerError> {
     use x509_parser::prelude::FromDer;
-    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
+    let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
         .map_err(|e| SignerError::Lint(format!("the public key does not parse: {e}")))?;
+    if !rest.is_empty() {
+        return Err(SignerError::Lint(
+            "trailing bytes after the public key".into(),
+        ));
+    }
     let mut h = openssl::sha::Sha1::new();
     h.update(&spki.subject_public_key.data);
     Ok(h.finish())
 }
 
-/// A non-critical extension from its DER value.
-fn der_extension(oid: &str, value: &[u8]) -> Result<X509Extension, SignerError> {
-    let oid = openssl::asn1::Asn1Object::from_str(oid)?;
-    let value = openssl::asn1::Asn1OctetString::new_from_bytes(value)?;
-    Ok(X509Extension::new_from_der(&oid, false, &value)?)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key_type::KeyType;
+    use crate::signer::lint;
 
-/// DER `OCTET STRING` of a short value.
-fn octet_string(bytes: &[u8]) -> Vec<u8> {
-    let mut v = vec![0x04, bytes.len() as u8];
-    v.extend_from_slice(bytes);
-    v
-}
+    fn plan(ip: &str) -> Plan {
+        Plan {
+            ip: ip.parse().unwrap(),
+            profile: "webhook".into(),
+            serial_prefix: 1,
+            validity_days: 30,
+            backdate_seconds: 60,
+            subject_cn: false,
+            key_type: KeyType::EcP256,
+            crl_url: None,
+            ca_issuers_url: None,
+        }
+    }
 
-/// DER `AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING }`.
-fn authority_key_id(key_id: &[u8]) -> Vec<u8> {
-    let mut v = vec![0x30, (key_id.len() + 2) as u8, 0x80, key_id.len() as u8];
-    v.extend_from_slice(key_id);
-    v
-}
+    /// The post-issuance check catches a certificate that is not exactly the linted TBS with
+    /// the CA's own signature over it (issue 13: the checks stay as strict as before).
+    #[test]
+    fn the_issued_check_refuses_anything_but_the_linted_bytes_signed_by_the_ca() {
+        let (_dir, ca) = crate::testkit::test_ca(&["10.0.0.0/8"]);
+        let spki = KeyType::EcP256
+            .generate()
+            .unwrap()
+            .public_key_to_der()
+            .unwrap();
+        let p = prepare(&ca, &plan("10.0.0.7"), &spki, Serial::random(1), Utc::now()).unwrap();
+        let tbs = tbs::encode(&ca.template, &p).unwrap();
+        lint::check_tbs(&tbs, &ca, &p).unwrap();
+        let sig = ca.key.sign(&tbs).unwrap();
+        let good = der::signed(&tbs, &ca.template.algorithm, &sig);
+        lint::check_issued(&good, &tbs, &ca).unwrap();
 
-/// CRL distribution point and AIA: no builder type exists; the URL was validated by policy
-/// loading (http(s), printable ASCII, no commas) before it reaches OpenSSL's config language.
-#[allow(deprecated)]
-fn url_extension(b: &X509Builder, nid: Nid, value: &str) -> Result<X509Extension, SignerError> {
-    Ok(X509Extension::new_nid(
-        None,
-        Some(&b.x509v3_context(None, None)),
-        nid,
-        value,
-    )?)
-}
+        // Another TBS (another serial) under a valid signature: not the linted one.
+        let q = Prepared {
+            serial: Serial::random(1),
+            ..p.clone()
+        };
+        let other_tbs = tbs::encode(&ca.template, &q).unwrap();
+        let other = der::signed(
+            &other_tbs,
+            &ca.template.algorithm,
+            &ca.key.sign(&other_tbs).unwrap(),
+        );
+        let e = lint::check_issued(&other, &tbs, &ca).unwrap_err();
+        assert!(e.to_string().contains("not the one linted"), "{e}");
 
-fn ip_text(ip: IpAddr) -> String {
-    ip.to_string()
+        // A signature by another key.
+        let stranger = KeyType::EcP256.generate().unwrap();
+        let mut s =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &stranger).unwrap();
+        s.update(&tbs).unwrap();
+        let forged = der::signed(&tbs, &ca.template.algorithm, &s.sign_to_vec().unwrap());
+        let e = lint::check_issued(&forged, &tbs, &ca).unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+
+        // A signature damaged in one byte.
+        let mut bad = sig.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let damaged = der::signed(&tbs, &ca.template.algorithm, &bad);
+        assert!(lint::check_issued(&damaged, &tbs, &ca).is_err());
+
+        // The lint reads the TBS itself: an IP other than the plan's is refused before signing.
+        let wrong = Prepared {
+            plan: plan("10.0.0.8"),
+            ..p.clone()
+        };
+        let e = lint::check_tbs(&tbs::encode(&ca.template, &wrong).unwrap(), &ca, &p).unwrap_err();
+        assert!(e.to_string().contains("subjectAltName"), "{e}");
+    }
 }

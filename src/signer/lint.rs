@@ -1,48 +1,75 @@
 //! Certificate lints: the RFC 5280 rules that matter for our profile, and "the certificate is
-//! exactly the plan" (DESIGN §4). Run on a throwaway-key copy before the real signature and on
-//! the real certificate after it (Boulder's "sign what you linted").
+//! exactly the plan" (DESIGN §4), run on the TBSCertificate bytes themselves before the one
+//! real signature ([`check_tbs`]); then the signed certificate is checked to carry exactly
+//! those bytes, and its signature is verified with OpenSSL against the CA certificate's public
+//! key ([`check_issued`], Boulder's "sign what you linted" and `tbsCertIsDeterministic`).
 //!
-//! Checks are made on an independent parse (`x509-parser`), not on what OpenSSL was told.
+//! Checks are made on an independent parse (`x509-parser`), not on what the encoder was told.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use openssl::x509::X509Ref;
+use x509_parser::certificate::{TbsCertificate, X509Certificate};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
 use super::ca::Ca;
-use super::issue::{build_signed_by, Prepared};
+use super::issue::Prepared;
 use super::SignerError;
 
-/// Builds the planned certificate with a throwaway key of the CA's type and lints it, before
-/// the CA key signs anything.
-pub fn precheck(
-    ca: &Ca,
-    prepared: &Prepared,
-    throwaway: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
-) -> Result<(), SignerError> {
-    let cert = build_signed_by(ca, prepared, throwaway)?;
-    check(&cert, ca, prepared, false)
-}
-
-/// Checks a signed certificate against the plan, including the CA's signature.
-pub fn check_issued(cert: &X509Ref, ca: &Ca, prepared: &Prepared) -> Result<(), SignerError> {
-    check(cert, ca, prepared, true)
-}
-
-fn check(cert: &X509Ref, ca: &Ca, p: &Prepared, verify_signature: bool) -> Result<(), SignerError> {
-    let fail = |m: String| Err(SignerError::Lint(m));
-    let ca_public = ca.cert.public_key()?;
-    if verify_signature && !cert.verify(&ca_public)? {
-        return fail("the signature does not verify with the CA key".into());
-    }
-    let der = cert.to_der()?;
-    let (rest, x) = x509_parser::certificate::X509Certificate::from_der(&der)
+/// Lints the TBSCertificate bytes of a plan, before the CA key signs them.
+pub fn check_tbs(tbs: &[u8], ca: &Ca, prepared: &Prepared) -> Result<(), SignerError> {
+    let (rest, x) = TbsCertificate::from_der(tbs)
         .map_err(|e| SignerError::Lint(format!("the certificate does not parse: {e}")))?;
     if !rest.is_empty() {
-        return fail("trailing bytes after the certificate".into());
+        return Err(SignerError::Lint(
+            "trailing bytes after the certificate".into(),
+        ));
     }
+    let (_, algorithm) = x509_parser::x509::AlgorithmIdentifier::from_der(&ca.template.algorithm)
+        .map_err(|e| {
+        SignerError::Lint(format!("the CA's signature algorithm does not parse: {e}"))
+    })?;
+    if x.signature != algorithm {
+        return Err(SignerError::Lint(
+            "the signature algorithm differs from the CA key's".into(),
+        ));
+    }
+    check(&x, ca, prepared)
+}
+
+/// Checks a signed certificate: it parses whole, its TBSCertificate is byte for byte the one
+/// [`check_tbs`] linted, its outer signature algorithm equals the inner one, and OpenSSL
+/// verifies its signature with the CA certificate's public key.
+pub fn check_issued(cert: &[u8], linted_tbs: &[u8], ca: &Ca) -> Result<(), SignerError> {
+    let fail = |m: &str| Err(SignerError::Lint(m.to_owned()));
+    let (rest, x) = X509Certificate::from_der(cert)
+        .map_err(|e| SignerError::Lint(format!("the signed certificate does not parse: {e}")))?;
+    if !rest.is_empty() {
+        return fail("trailing bytes after the signed certificate");
+    }
+    if x.tbs_certificate.as_ref() != linted_tbs {
+        return fail("the signed certificate is not the one linted");
+    }
+    if x.signature_algorithm != x.tbs_certificate.signature {
+        return fail("the outer signature algorithm differs from the inner one");
+    }
+    if x.signature_value.unused_bits != 0 {
+        return fail("the signature BIT STRING has unused bits");
+    }
+    let ok = ca.key.verify(
+        ca.key.algorithm().digest(),
+        x.tbs_certificate.as_ref(),
+        &x.signature_value.data,
+    )?;
+    if !ok {
+        return fail("the signature does not verify with the CA certificate's key");
+    }
+    Ok(())
+}
+
+fn check(x: &TbsCertificate<'_>, ca: &Ca, p: &Prepared) -> Result<(), SignerError> {
+    let fail = |m: String| Err(SignerError::Lint(m));
     if x.version() != x509_parser::x509::X509Version::V3 {
         return fail("not an X.509 v3 certificate".into());
     }
@@ -93,6 +120,9 @@ fn check(cert: &X509Ref, ca: &Ca, p: &Prepared, verify_signature: bool) -> Resul
     }
     let rsa = p.plan.key_type.is_rsa();
     let ca_ski = ca.facts.ski.clone();
+    if x.issuer_uid.is_some() || x.subject_uid.is_some() {
+        return fail("unique identifiers are not allowed (RFC 5280 §4.1.2.8)".into());
+    }
     for ext in x.extensions() {
         let oid = ext.oid.to_id_string();
         if !seen.insert(oid.clone()) {

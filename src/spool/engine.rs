@@ -384,6 +384,16 @@ impl Engine {
                 ));
             }
         }
+        // A CA key that is away (a token removed) leaves the requests queued, before any
+        // serial is reserved for them.
+        if works.iter().any(|w| matches!(w, Work::Approve { .. })) {
+            if let Err(e) = self.ca.key.ensure_ready() {
+                return Err(self.requeue(
+                    &claimed,
+                    format!("the CA key is unavailable, requests stay queued: {e}"),
+                ));
+            }
+        }
         // Phase 2: intents and denials, one flush.
         let mut events = Vec::new();
         {
@@ -483,6 +493,13 @@ impl Engine {
                         name: w.name().to_owned(),
                         started: w.started(),
                     };
+                }
+                Err(e) if e.is_unavailable() => {
+                    // Nothing of this batch is published: the requests wait for the key.
+                    return Err(self.requeue(
+                        &claimed,
+                        format!("the CA key became unavailable, requests stay queued: {e}"),
+                    ));
                 }
                 Err(e) => {
                     tracing::error!(request_id = %id, error = %e, "the signer refused to sign; holding the request for an operator");

@@ -116,6 +116,7 @@ fn engine(env: &TestEnv) -> Engine {
     let ca = ca::load(
         &StatePaths::new(&env.state),
         &PassphraseSource::File(env.passphrase_file.clone()),
+        None,
         false,
     )
     .unwrap();

@@ -21,6 +21,7 @@ mod lifetimes;
 mod marionette;
 mod pg;
 mod pinning;
+mod pkcs11;
 mod policy_check;
 mod process;
 mod serve;

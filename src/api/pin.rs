@@ -223,15 +223,7 @@ pub fn check_crl(der: &[u8], issuer: &X509Ref, previous: Option<&[u8]>) -> Resul
             "ca.crl must be a DER CRL (the signer's published/ca.crl)",
         )
     })?;
-    let same_issuer = match (crl.issuer_name().to_der(), issuer.subject_name().to_der()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    let signed = issuer
-        .public_key()
-        .and_then(|k| crl.verify(&k))
-        .unwrap_or(false);
-    if !same_issuer || !signed {
+    if !signed_by(&crl, issuer) {
         return Err(Refusal::new(
             "crl_untrusted",
             "ca.crl is not signed by the issuing CA",
@@ -239,8 +231,11 @@ pub fn check_crl(der: &[u8], issuer: &X509Ref, previous: Option<&[u8]>) -> Resul
     }
     let number =
         crl_number(&crl).ok_or_else(|| Refusal::new("crl_number", "ca.crl has no CRLNumber"))?;
+    // CRL numbers count per issuer: after the issuing CA is rotated, the new CA starts again,
+    // so only a stored CRL of this same issuer can make a lower number a rollback.
     if let Some(old) = previous
         .and_then(|p| X509Crl::from_der(p).ok())
+        .filter(|c| signed_by(c, issuer))
         .and_then(|c| crl_number(&c))
     {
         if number < old {
@@ -271,7 +266,20 @@ pub fn check_checkpoint(
     };
     crate::ledger::verify::check_signature(issuer, seq, head, signature)
         .map_err(|m| Refusal::new("checkpoint_untrusted", m))?;
-    if let Some(old) = previous.and_then(|p| checkpoint_line(p).ok()) {
+    // Line numbers count per ledger, and a rotated issuing CA starts a new one: only a stored
+    // checkpoint signed by this same issuer can make a lower line a rollback.
+    let same_ledger = |old: &crate::ledger::Entry| match &old.event {
+        crate::ledger::Event::Checkpoint {
+            line,
+            head,
+            signature,
+        } => crate::ledger::verify::check_signature(issuer, *line, head, signature).is_ok(),
+        _ => false,
+    };
+    if let Some(old) = previous
+        .and_then(|p| checkpoint_line(p).ok())
+        .filter(same_ledger)
+    {
         if line.seq < old.seq {
             return Err(Refusal::new(
                 "checkpoint_rollback",
@@ -295,9 +303,153 @@ fn checkpoint_line(body: &[u8]) -> Result<crate::ledger::Entry, String> {
     }
 }
 
+/// Whether `crl` names `issuer` as its issuer and verifies with its key.
+fn signed_by(crl: &X509Crl, issuer: &X509Ref) -> bool {
+    let same_name = match (crl.issuer_name().to_der(), issuer.subject_name().to_der()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    same_name
+        && issuer
+            .public_key()
+            .and_then(|k| crl.verify(&k))
+            .unwrap_or(false)
+}
+
 fn crl_number(crl: &X509Crl) -> Option<BigNum> {
     crl.extension::<CrlNumber>()
         .ok()
         .flatten()
         .and_then(|(_, n)| n.to_bn().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Utc};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private, Public};
+    use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
+    use openssl::x509::{X509Builder, X509NameBuilder, X509};
+
+    use super::*;
+    use crate::signer::crl::{build_crl, CrlParams};
+    use crate::signer::signing::SigningKey;
+
+    /// A self-signed CA named `cn` (every issuing CA after a rotation keeps its name).
+    fn ca(cn: &str) -> (X509, SigningKey) {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap())
+            .unwrap();
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .crl_sign()
+                .key_cert_sign()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let ski = SubjectKeyIdentifier::new()
+            .build(&b.x509v3_context(None, None))
+            .unwrap();
+        b.append_extension(ski).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        (
+            b.build(),
+            SigningKey::file(key.clone(), public(&key)).unwrap(),
+        )
+    }
+
+    fn public(key: &PKey<Private>) -> PKey<Public> {
+        PKey::public_key_from_der(&key.public_key_to_der().unwrap()).unwrap()
+    }
+
+    fn crl((cert, key): &(X509, SigningKey), number: u64) -> Vec<u8> {
+        let now = Utc::now();
+        build_crl(&CrlParams {
+            issuer_cert: cert,
+            issuer_key: key,
+            number,
+            this_update: now,
+            next_update: now + Duration::days(7),
+            entries: &[],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn crl_numbers_may_not_go_back_for_one_issuer() {
+        let issuer = ca("Issuing CA");
+        let current = crl(&issuer, 100);
+        assert_eq!(
+            check_crl(&crl(&issuer, 100), &issuer.0, Some(&current)),
+            Ok(())
+        );
+        assert_eq!(
+            check_crl(&crl(&issuer, 101), &issuer.0, Some(&current)),
+            Ok(())
+        );
+        let refused = check_crl(&crl(&issuer, 1), &issuer.0, Some(&current)).unwrap_err();
+        assert_eq!(refused.code, "crl_number_rollback");
+    }
+
+    #[test]
+    fn a_rotated_issuing_ca_starts_its_crl_numbers_again() {
+        let old = ca("Issuing CA");
+        let new = ca("Issuing CA");
+        let stored = crl(&old, 100);
+        assert_eq!(check_crl(&crl(&new, 1), &new.0, Some(&stored)), Ok(()));
+        let foreign = check_crl(&crl(&old, 101), &new.0, Some(&stored)).unwrap_err();
+        assert_eq!(foreign.code, "crl_untrusted");
+    }
+
+    /// A checkpoint at ledger line `lines + 1` of a fresh ledger, signed by `issuer`.
+    fn checkpoint((_, key): &(X509, SigningKey), lines: usize) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = crate::ledger::Ledger::open(&dir.path().join("ledger.jsonl")).unwrap();
+        for i in 0..lines {
+            ledger
+                .append(&[crate::ledger::Event::Denied {
+                    request_id: format!("r{i}"),
+                    kind: "webhook".into(),
+                    reason: "ip_not_allowed".into(),
+                    message: "test".into(),
+                }])
+                .unwrap();
+        }
+        let cp = ledger.checkpoint(|m| key.sign(m).map_err(|e| e.to_string()));
+        cp.unwrap().line.into_bytes()
+    }
+
+    #[test]
+    fn checkpoints_may_not_go_back_for_one_ledger_but_a_rotated_ca_starts_anew() {
+        let old = ca("Issuing CA");
+        let stored = checkpoint(&old, 5);
+        assert_eq!(
+            check_checkpoint(&checkpoint(&old, 6), &old.0, Some(&stored)),
+            Ok(())
+        );
+        let refused = check_checkpoint(&checkpoint(&old, 1), &old.0, Some(&stored)).unwrap_err();
+        assert_eq!(refused.code, "checkpoint_rollback");
+        let new = ca("Issuing CA");
+        assert_eq!(
+            check_checkpoint(&checkpoint(&new, 0), &new.0, Some(&stored)),
+            Ok(())
+        );
+    }
 }

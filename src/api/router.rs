@@ -14,9 +14,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::error::{json_errors, ApiError};
-use super::{
-    csr, health, metrics, openapi, page, published, revocations, sync, AppState,
-};
+use super::{csr, health, metrics, openapi, page, published, revocations, sync, AppState};
 
 /// Builds the application.
 pub fn router(state: AppState) -> Router {

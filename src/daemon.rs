@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::policy::Policy;
 use crate::spool::engine::BATCH;
+use crate::spool::layout::Sub;
 use crate::spool::watch::{DirWatch, Signal};
 use crate::spool::Engine;
 use crate::systemd;
@@ -77,6 +78,7 @@ pub fn run(
     let (tx, rx) = mpsc::channel::<Msg>();
     let queue = Arc::new(Queue::default());
     let mut watch = start_watch(&engine, &tx);
+    let mut watched_generation = engine.spool.reopened();
 
     engine.recover().map_err(|e| anyhow::anyhow!(e.0))?;
     // Files present at start are taken as they are: their writers closed them before.
@@ -140,7 +142,8 @@ pub fn run(
             || (rescan_soon && last_rescan.elapsed() >= SETTLE);
         if due || (watch.is_none() && Instant::now() >= next_retry) {
             last_rescan = Instant::now();
-            if watch.is_none() {
+            if watch.is_none() || engine.spool.reopened() != watched_generation {
+                watched_generation = engine.spool.reopened();
                 watch = start_watch(&engine, &tx);
             }
             rescan_soon = false;
@@ -195,7 +198,7 @@ fn worker(
                 std::thread::sleep(Duration::from_millis(20));
                 let still: Vec<OsString> = batch
                     .into_iter()
-                    .filter(|n| engine.spool.incoming().join(n).exists())
+                    .filter(|n| engine.spool.exists(Sub::Incoming, n))
                     .collect();
                 queue.push(still);
             }
@@ -210,15 +213,14 @@ fn worker(
     }
 }
 
+/// Watches `incoming/` once the spool is sound (a refused spool is logged by its check).
 fn start_watch(engine: &Engine, tx: &Sender<Msg>) -> Option<DirWatch> {
-    if let Err(e) = engine.spool.ensure() {
-        tracing::error!(spool = %engine.spool.root.display(), error = %e, "cannot create the spool directories; retrying");
-        return None;
-    }
-    match DirWatch::start(&engine.spool.incoming(), tx.clone(), Msg::Watch) {
+    engine.spool.check().ok()?;
+    let incoming = engine.spool.path(Sub::Incoming);
+    match DirWatch::start(&incoming, tx.clone(), Msg::Watch) {
         Ok(w) => Some(w),
         Err(e) => {
-            tracing::error!(dir = %engine.spool.incoming().display(), error = %e, "cannot watch incoming/; relying on rescans and retrying");
+            tracing::error!(dir = %incoming.display(), error = %e, "cannot watch incoming/; relying on rescans and retrying");
             None
         }
     }
@@ -227,6 +229,9 @@ fn start_watch(engine: &Engine, tx: &Sender<Msg>) -> Option<DirWatch> {
 /// Queues every candidate in `incoming/`; false when the directory cannot be read.
 /// With `settle`, files still being written are left for later and `soon` is set.
 fn rescan(engine: &Engine, queue: &Queue, settle: bool, soon: &mut bool) -> bool {
+    if engine.spool.check().is_err() {
+        return false;
+    }
     let scanned = if settle {
         engine.scan_incoming_settled(SETTLE)
     } else {
@@ -239,7 +244,7 @@ fn rescan(engine: &Engine, queue: &Queue, settle: bool, soon: &mut bool) -> bool
             true
         }
         Err(e) => {
-            tracing::error!(dir = %engine.spool.incoming().display(), error = %e, "cannot read incoming/; retrying");
+            tracing::error!(dir = %engine.spool.path(Sub::Incoming).display(), error = %e, "cannot read incoming/; retrying");
             false
         }
     }

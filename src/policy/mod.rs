@@ -7,6 +7,7 @@
 
 mod decide;
 mod file;
+mod key;
 pub mod range;
 mod reason;
 

@@ -13,6 +13,7 @@ mod ledger;
 mod lifecycle;
 mod policy_check;
 mod process;
+mod real_keys;
 mod serve;
 mod sync;
 mod systemd;

@@ -81,9 +81,9 @@ pub fn run(
     let mut watched_generation = engine.spool.reopened();
 
     engine.recover().map_err(|e| anyhow::anyhow!(e.0))?;
-    // Files present at start are taken as they are: their writers closed them before.
+    // Files present at start are taken once no process holds them open for writing.
     let mut rescan_soon = false;
-    rescan(&engine, &queue, false, &mut rescan_soon);
+    rescan(&engine, &queue, &mut rescan_soon);
     let busy = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..opts.workers.max(1))
@@ -118,7 +118,7 @@ pub fn run(
             Ok(Msg::Watch(Signal::Ready(names))) => queue.push(names),
             Ok(Msg::Watch(Signal::Settle)) => rescan_soon = true,
             Ok(Msg::Watch(Signal::Rescan)) => {
-                rescan(&engine, &queue, true, &mut rescan_soon);
+                rescan(&engine, &queue, &mut rescan_soon);
             }
             Ok(Msg::BatchDone) => worked_since_idle = true,
             Err(RecvTimeoutError::Timeout) => {}
@@ -147,7 +147,7 @@ pub fn run(
                 watch = start_watch(&engine, &tx);
             }
             rescan_soon = false;
-            if engine.retry_stranded().is_ok() && rescan(&engine, &queue, true, &mut rescan_soon) {
+            if engine.retry_stranded().is_ok() && rescan(&engine, &queue, &mut rescan_soon) {
                 backoff = Duration::from_secs(1);
             } else {
                 // The spool is gone or unreadable: watch it afresh once it is back.
@@ -226,21 +226,16 @@ fn start_watch(engine: &Engine, tx: &Sender<Msg>) -> Option<DirWatch> {
     }
 }
 
-/// Queues every candidate in `incoming/`; false when the directory cannot be read.
-/// With `settle`, files still being written are left for later and `soon` is set.
-fn rescan(engine: &Engine, queue: &Queue, settle: bool, soon: &mut bool) -> bool {
+/// Queues every candidate in `incoming/`; false when the spool is refused or `incoming/`
+/// cannot be read. Files still open for writing are left for later and `soon` is set.
+fn rescan(engine: &Engine, queue: &Queue, soon: &mut bool) -> bool {
     if engine.spool.check().is_err() {
         return false;
     }
-    let scanned = if settle {
-        engine.scan_incoming_settled(SETTLE)
-    } else {
-        engine.scan_incoming().map(|n| (n, 0))
-    };
-    match scanned {
-        Ok((names, skipped)) => {
+    match engine.scan_incoming() {
+        Ok((names, open)) => {
             queue.push(names);
-            *soon |= skipped > 0;
+            *soon |= open > 0;
             true
         }
         Err(e) => {
@@ -275,8 +270,8 @@ fn status_line(engine: &Engine, queue: usize) -> String {
     )
 }
 
-/// A regular file modified this recently may still be being written in place; rescans leave
-/// it to its close event (or the next rescan).
+/// How soon a rescan looks again at files it left because they were still open for writing
+/// (or that were created without a close event yet).
 const SETTLE: Duration = Duration::from_secs(2);
 
 /// The work queue: names in arrival order, each at most once (queued or in a batch).

@@ -26,6 +26,7 @@ use chrono::Utc;
 use super::examine::{self, Item, Origin, Work};
 use super::layout::{classify, Name, Spool, Sub};
 use super::publish::{self, Publication};
+use super::writers::{Verdict, Writers};
 use crate::ledger::{Event, Ledger};
 use crate::policy::{self, Policy};
 use crate::request::{RequestId, Status};
@@ -132,20 +133,35 @@ impl Engine {
         f(&mut l)
     }
 
-    /// Names in `incoming/` that may be requests (dot and temp names left out), oldest first.
-    pub fn scan_incoming(&self) -> io::Result<Vec<OsString>> {
-        scan(&self.spool, Sub::Incoming)
-    }
-
-    /// Like [`Engine::scan_incoming`], but leaves out regular files modified in the last
-    /// `quiet` (they may still be being written in place; their close event, or a later
-    /// rescan, brings them).
-    /// Also returns how many files were left out.
-    pub fn scan_incoming_settled(
-        &self,
-        quiet: std::time::Duration,
-    ) -> io::Result<(Vec<OsString>, usize)> {
-        scan_filtered(&self.spool, Sub::Incoming, Some(quiet))
+    /// Names in `incoming/` that may be taken now (dot and temp names left out), oldest first,
+    /// and how many regular files were left because a process still holds them open for
+    /// writing (see [`super::writers`]): a file found by a scan rather than by its close or
+    /// rename event is taken only once closed (DESIGN §2).
+    pub fn scan_incoming(&self) -> io::Result<(Vec<OsString>, usize)> {
+        let entries = self.spool.entries(Sub::Incoming)?;
+        let files: HashSet<(u64, u64)> = entries
+            .iter()
+            .filter(|(name, _)| !is_in_progress(name))
+            .filter_map(|(_, st)| st.filter(|st| st.regular).map(|st| st.id))
+            .collect();
+        let writers = Writers::scan(&files);
+        let now = Utc::now().timestamp();
+        let mut skipped = 0;
+        let mut v: Vec<((i64, i64), OsString)> = Vec::new();
+        for (name, st) in entries {
+            if is_in_progress(&name) {
+                continue;
+            }
+            if let Some(st) = st.filter(|st| st.regular) {
+                if writers.verdict(&st, now) != Verdict::Closed {
+                    skipped += 1;
+                    continue;
+                }
+            }
+            v.push((st.map_or((0, 0), |st| (st.mtime, st.mtime_nsec)), name));
+        }
+        v.sort();
+        Ok((v.into_iter().map(|(_, n)| n).collect(), skipped))
     }
 
     /// At start, before any worker runs: finishes what a crash left in `processing/` — each
@@ -660,33 +676,14 @@ fn duplicate_event(id: &RequestId, kind: &str) -> Event {
 
 /// Lists a directory's names that are not dot or temp names, oldest modification first.
 pub fn scan(spool: &Spool, sub: Sub) -> io::Result<Vec<OsString>> {
-    scan_filtered(spool, sub, None).map(|(names, _)| names)
-}
-
-fn scan_filtered(
-    spool: &Spool,
-    sub: Sub,
-    quiet: Option<std::time::Duration>,
-) -> io::Result<(Vec<OsString>, usize)> {
-    let mut skipped = 0;
-    let now = Utc::now().timestamp();
-    let mut v: Vec<((i64, i64), OsString)> = Vec::new();
-    for (name, st) in spool.entries(sub)? {
-        if is_in_progress(&name) {
-            continue;
-        }
-        let t = st.map_or((0, 0), |st| (st.mtime, st.mtime_nsec));
-        if let Some(quiet) = quiet {
-            let regular = st.is_some_and(|st| st.regular);
-            if regular && now.saturating_sub(t.0) < quiet.as_secs() as i64 {
-                skipped += 1;
-                continue;
-            }
-        }
-        v.push((t, name));
-    }
+    let mut v: Vec<((i64, i64), OsString)> = spool
+        .entries(sub)?
+        .into_iter()
+        .filter(|(name, _)| !is_in_progress(name))
+        .map(|(name, st)| (st.map_or((0, 0), |st| (st.mtime, st.mtime_nsec)), name))
+        .collect();
     v.sort();
-    Ok((v.into_iter().map(|(_, n)| n).collect(), skipped))
+    Ok(v.into_iter().map(|(_, n)| n).collect())
 }
 
 fn is_in_progress(name: &OsStr) -> bool {
@@ -739,24 +736,29 @@ pub fn run_parallel(
     }
 }
 
-/// Drains `incoming/` until a pass finds nothing more to do.
+/// Drains `incoming/` until a pass finds nothing more to do. Files still open for writing are
+/// left where they are (logged).
 pub fn drain(engine: &Engine, workers: usize) -> Result<usize, BatchError> {
     let mut handled = 0;
     loop {
-        let names = engine.scan_incoming().map_err(|e| {
+        let (names, open) = engine.scan_incoming().map_err(|e| {
             BatchError(format!(
                 "cannot read {}: {e}",
                 engine.spool.path(Sub::Incoming).display()
             ))
         })?;
-        let candidates = names.iter().filter(|n| !is_in_progress(n)).count();
-        if candidates == 0 {
-            return Ok(handled);
-        }
-        let o = run_parallel(engine, names, workers)?;
-        handled += o.handled;
-        if o.handled == 0 {
+        if names.is_empty() || {
+            let o = run_parallel(engine, names, workers)?;
+            handled += o.handled;
             // Only deferred files are left (an id in flight or an unreadable name): next time.
+            o.handled == 0
+        } {
+            if open > 0 {
+                tracing::warn!(
+                    files = open,
+                    "left files in incoming/ that a process still holds open for writing"
+                );
+            }
             return Ok(handled);
         }
     }

@@ -257,12 +257,8 @@ impl Dir {
     /// Opens `path` as a directory; its last component must not be a symbolic link (earlier
     /// components are the operator's choice and are followed).
     pub fn open(path: &Path) -> io::Result<Self> {
-        let fd = nix::fcntl::open(path, dir_flags(), Mode::empty()).map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                describe_open_error(path, e, "a directory"),
-            )
-        })?;
+        let fd = nix::fcntl::open(path, dir_flags(), Mode::empty())
+            .map_err(|e| open_error(path, e, "a directory"))?;
         Self::from_fd(fd, path.to_owned())
     }
 
@@ -273,7 +269,7 @@ impl Dir {
         let fd =
             open_beneath(&self.fd, OsStr::new(name), dir_flags(), Mode::empty()).map_err(|e| {
                 let errno = Errno::from_raw(e.raw_os_error().unwrap_or(0));
-                io::Error::new(e.kind(), describe_open_error(&path, errno, "a directory"))
+                open_error(&path, errno, "a directory")
             })?;
         Self::from_fd(fd, path)
     }
@@ -616,14 +612,26 @@ fn check_name(name: &OsStr) -> io::Result<()> {
     Ok(())
 }
 
-fn describe_open_error(path: &Path, e: Errno, wanted: &str) -> String {
+/// The error of an open refused because the path is a link or of the wrong type
+/// (`ErrorKind::NotADirectory`, the message naming the path and what it is), else the OS error.
+fn open_error(path: &Path, e: Errno, wanted: &str) -> io::Error {
+    let link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
     match e {
-        Errno::ELOOP => format!(
-            "{} is a symbolic link: it must be {wanted}, never a link (DESIGN §9)",
-            path.display()
+        Errno::ELOOP | Errno::ENOTDIR if link => io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!(
+                "{} is a symbolic link: it must be {wanted}, never a link (DESIGN §9)",
+                path.display()
+            ),
         ),
-        Errno::ENOTDIR => format!("{} is not {wanted}", path.display()),
-        e => format!("cannot open {}: {e}", path.display()),
+        Errno::ELOOP | Errno::ENOTDIR => io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{} is not {wanted}", path.display()),
+        ),
+        e => io::Error::new(
+            io::Error::from(e).kind(),
+            format!("cannot open {}: {e}", path.display()),
+        ),
     }
 }
 

@@ -110,6 +110,16 @@ fn decide(
         )));
     };
     checkpoint(&engine)?;
+    if p.decision == crate::spool::publish::Decision::Rejected {
+        // The ledger already decided this id (DESIGN §9): the held file was never signed.
+        let state = crate::spool::examine::read_status(&engine.spool, &id)
+            .map(|r| format!("it is {}", r.status.as_str()))
+            .unwrap_or_else(|| "the ledger holds its decision".into());
+        return Err(Fail::usage(format!(
+            "request {id} was already decided ({state}) and is never signed again: the file in \
+             held/ went to rejected/ as a duplicate_request"
+        )));
+    }
     let record = p
         .record
         .ok_or_else(|| Fail::runtime("no status record was written"))?;

@@ -117,13 +117,8 @@ impl Spool {
                 source,
             })?;
         }
-        let refused = |e: io::Error| match e.raw_os_error() {
-            Some(code)
-                if code == nix::errno::Errno::ELOOP as i32
-                    || code == nix::errno::Errno::ENOTDIR as i32 =>
-            {
-                SpoolError::Refused(e.to_string())
-            }
+        let refused = |e: io::Error| match e.kind() {
+            io::ErrorKind::NotADirectory => SpoolError::Refused(e.to_string()),
             _ => SpoolError::Io {
                 path: root.to_owned(),
                 source: e,

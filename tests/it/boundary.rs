@@ -199,10 +199,11 @@ fn issue_9_a_directory_swapped_for_a_link_while_running_is_refused_until_put_bac
     let decoy = decoy(&env);
     let before = snapshot(&decoy);
     let daemon = start_daemon(&env);
+    // Swapped in one step (a missing issued/ would be created again by the daemon).
     let issued = env.spool.join("issued");
-    let moved = env.spool.join("issued.moved");
-    fs::rename(&issued, &moved).unwrap();
-    symlink(&decoy, &issued).unwrap();
+    let link = env.spool.join(".issued.link");
+    symlink(&decoy, &link).unwrap();
+    exchange(&link, &issued);
     let (csr, _) = quick_csr("192.168.1.20");
     env.drop_file(".ca.csr.tmp", &csr);
     fs::rename(env.incoming(".ca.csr.tmp"), env.incoming("ca.csr")).unwrap();
@@ -222,8 +223,8 @@ fn issue_9_a_directory_swapped_for_a_link_while_running_is_refused_until_put_bac
         "written through the swapped issued/"
     );
     assert!(env.status_opt("ca").is_none(), "decided while refused");
-    fs::remove_file(&issued).unwrap();
-    fs::rename(&moved, &issued).unwrap();
+    exchange(&link, &issued);
+    fs::remove_file(&link).unwrap();
     wait_until(
         "the request after the repair",
         Duration::from_secs(60),
@@ -233,6 +234,12 @@ fn issue_9_a_directory_swapped_for_a_link_while_running_is_refused_until_put_bac
     env.assert_approved("ca");
     env.verify_chain(&env.issued("ca")).success();
     assert_eq!(snapshot(&decoy), before);
+}
+
+/// Atomically exchanges two names (`renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).unwrap();
 }
 
 /// Issues webhook certificates for `ids` (192.168.2.x); returns (serial, key) for each.

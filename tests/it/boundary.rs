@@ -67,8 +67,9 @@ fn issue_9_a_lock_file_planted_as_a_link_is_refused_and_the_key_is_untouched() {
     let _ = fs::remove_file(&lock);
     symlink(&key, &lock).unwrap();
     for cmd in ["process", "daemon"] {
-        env.run(&[cmd]).code_is(1).stderr_has(".lock");
+        let run = env.run(&[cmd]);
         assert_eq!(fs::read(&key).unwrap(), before, "{cmd} wrote through .lock");
+        run.code_is(1).stderr_has(".lock");
     }
     fs::remove_file(&lock).unwrap();
     fs::hard_link(&key, &lock).unwrap();
@@ -113,9 +114,9 @@ fn issue_9_spool_directories_planted_as_links_are_refused_and_the_state_is_untou
             env.drop_file("not a request.txt", "x");
         }
         symlink(&decoy, &dir).unwrap();
-        env.run(&["process"])
-            .code_is(1)
-            .stderr_has(&dir.display().to_string());
+        let run = env.run(&["process"]);
+        assert_eq!(snapshot(&decoy), before, "process wrote through {sub}/");
+        run.code_is(1).stderr_has(&dir.display().to_string());
         env.run(&["crl"]).code_is(1);
         env.run(&["approve", "h1"]).code_is(1);
         assert_eq!(snapshot(&decoy), before, "written through {sub}/");
@@ -308,9 +309,9 @@ fn issue_9_revocation_needs_a_proof_or_an_operator() {
     env.drop_file("good.revoke.json", body(&certs[0].0, proof(0, 0)));
     env.drop_file("otherkey.revoke.json", body(&certs[2].0, proof(2, 0)));
     env.process();
-    assert_eq!(revocation(&env, "good")["status"], "revoked");
     let held = revocation(&env, "noproof");
     assert_eq!(held["status"], "pending", "{held:#}");
+    assert_eq!(revocation(&env, "good")["status"], "revoked");
     assert!(env.list("held").contains(&"noproof.revoke.json".to_owned()));
     let bad = revocation(&env, "otherkey");
     assert_eq!(bad["status"], "denied", "{bad:#}");

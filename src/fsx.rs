@@ -751,6 +751,74 @@ mod tests {
     }
 
     #[test]
+    fn dir_handles_never_follow_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = Dir::open(&link).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotADirectory);
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let root = Dir::open(tmp.path()).unwrap();
+        assert!(root.open_dir("link").is_err());
+        assert!(root.ensure_dir("link", 0o755).is_err());
+        assert!(
+            fs::read_dir(&real).unwrap().next().is_none(),
+            "created through the link"
+        );
+        // Files: no write through a link, no read through one, no names with a slash.
+        let secret = tmp.path().join("secret");
+        fs::write(&secret, b"key").unwrap();
+        std::os::unix::fs::symlink(&secret, real.join("f")).unwrap();
+        let d = root.open_dir("real").unwrap();
+        assert!(d.open_lock_file(OsStr::new("f")).is_err());
+        assert!(matches!(
+            d.read_untrusted(OsStr::new("f"), 100).unwrap(),
+            Untrusted::NotRegular("a symbolic link")
+        ));
+        d.write_atomic(OsStr::new("f"), b"new", MODE_PUBLIC)
+            .unwrap();
+        assert_eq!(
+            fs::read(&secret).unwrap(),
+            b"key",
+            "written through the link"
+        );
+        assert_eq!(fs::read(real.join("f")).unwrap(), b"new");
+        assert!(d.stat(OsStr::new("../secret")).is_err());
+        // A hard link is not read; moves never replace.
+        fs::hard_link(&secret, real.join("h")).unwrap();
+        assert!(matches!(
+            d.read_untrusted(OsStr::new("h"), 100).unwrap(),
+            Untrusted::NotRegular(HARD_LINK)
+        ));
+        assert!(!d.move_to(OsStr::new("h"), &d, OsStr::new("f")).unwrap());
+        assert!(d.move_to(OsStr::new("h"), &d, OsStr::new("g")).unwrap());
+        // The handle stays on the directory it opened when the name is swapped for a link.
+        fs::rename(&real, tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), &real).unwrap();
+        assert!(!d.still_at_path(&real));
+        d.write_atomic(OsStr::new("after"), b"x", MODE_PUBLIC)
+            .unwrap();
+        assert!(tmp.path().join("moved/after").exists());
+        assert!(!tmp.path().join("after").exists());
+    }
+
+    #[test]
+    fn secrets_looser_than_0600_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("pass");
+        fs::write(&p, b"secret\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        let e = read_secret(&p, false, 100).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        assert_eq!(&read_secret(&p, true, 100).unwrap()[..], b"secret\n");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(&read_secret(&p, false, 100).unwrap()[..], b"secret\n");
+        assert!(read_secret(&p, false, 3).is_err());
+    }
+
+    #[test]
     fn hex_round_trips() {
         assert_eq!(hex::encode([0x01, 0xab]), "01ab");
         assert_eq!(hex::decode("01AB").unwrap(), vec![0x01, 0xab]);

@@ -209,6 +209,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pass_file = dir.path().join("pass");
         std::fs::write(&pass_file, "correct horse\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pass_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let key = KeyType::EcP256.generate().unwrap();
         let src = PassphraseSource::File(pass_file.clone());
         let pass = src.read(false).unwrap().unwrap();

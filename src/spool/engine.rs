@@ -3,9 +3,12 @@
 //!
 //! A batch goes through the phases of DESIGN §2 with one flush per phase instead of one per
 //! file (group commit):
-//! 1. claim (rename into `processing/`) and examine each file: read it carefully, look for an
-//!    earlier outcome (status record, ledger), ask policy;
-//! 2. append `intent` and `denied` events to the ledger (one flush);
+//! 1. claim (rename into `processing/<id>.request`, one claim per id across processes) and
+//!    examine each file: read it carefully, look for an earlier outcome (status record,
+//!    ledger), ask policy;
+//! 2. append `intent` and `denied` events to the ledger (one flush) — an approval whose id the
+//!    ledger, caught up under its exclusive lock, already decided (or whose status record is
+//!    final) is refused there and becomes a `duplicate_request`: never signed twice (DESIGN §9);
 //! 3. sign each approved plan;
 //! 4. append `issued` events (one flush);
 //! 5. publish: certificates, then status records (the commit point), then move the requests to

@@ -325,6 +325,13 @@ impl Engine {
                     self.run_claimed_into(vec![item], Some(verdict), &mut out)?;
                     return Ok(out.pop());
                 }
+                Ok(false) if self.spool.exists(Sub::Held, &name) => {
+                    return Err(BatchError(format!(
+                        "request {id} is being handled by another signer right now \
+                         (processing/{}): try again in a moment",
+                        to.to_string_lossy()
+                    )))
+                }
                 Ok(false) => return Ok(None),
                 Err(e) => {
                     return Err(BatchError(format!(

@@ -296,13 +296,28 @@ fn commit(spool: &Spool, plan: Plan) -> io::Result<()> {
             spool.sync(sub)?;
         }
     }
-    for (sub, moves) in [(Sub::Archive, &plan.to_archive), (Sub::Held, &plan.to_held)] {
-        for (claimed, name) in moves {
-            spool.move_replacing(Sub::Processing, claimed, sub, name)?;
+    // archive/ keeps the first file of an id: another one there (planted, or a duplicate that
+    // reached it) is never replaced, and the newcomer goes to rejected/.
+    for (claimed, name) in &plan.to_archive {
+        if !spool.move_file(Sub::Processing, claimed, Sub::Archive, name)? {
+            let shown = name.to_string_lossy();
+            reject_claimed(
+                spool,
+                claimed,
+                name,
+                &format!("duplicate_request: archive/ already holds a file named {shown}; the request's record stays as it is"),
+            )?;
         }
-        if !moves.is_empty() {
-            spool.sync(sub)?;
-        }
+    }
+    if !plan.to_archive.is_empty() {
+        spool.sync(Sub::Archive)?;
+    }
+    // held/ holds what the signer decided to hold: it replaces whatever was put there.
+    for (claimed, name) in &plan.to_held {
+        spool.move_replacing(Sub::Processing, claimed, Sub::Held, name)?;
+    }
+    if !plan.to_held.is_empty() {
+        spool.sync(Sub::Held)?;
     }
     for claimed in &plan.removes {
         let _ = spool.remove(Sub::Processing, claimed);

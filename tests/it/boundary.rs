@@ -423,6 +423,15 @@ fn issue_9_an_id_already_signed_is_never_signed_again() {
     assert_eq!(fs::read(env.issued("x")).unwrap(), cert);
     assert!(env.list("processing").is_empty(), "{}", env.tree());
     assert!(env.list("held").is_empty(), "{}", env.tree());
+    // status/ is not evidence either: with the record removed and yet another file under the
+    // id, the record comes back from the ledger and the first file stays in archive/.
+    let archived = fs::read(env.spool.join("archive/x.csr")).unwrap();
+    fs::remove_file(env.spool.join("status/x.json")).unwrap();
+    env.drop_file("x.csr", quick_csr("192.168.4.4").0);
+    env.process();
+    assert_eq!(issued_lines(&env, "x"), 1, "signed x again");
+    assert_eq!(env.status("x")["serial"], first["serial"]);
+    assert_eq!(fs::read(env.spool.join("archive/x.csr")).unwrap(), archived);
     env.run(&["ledger", "verify"]).success();
 }
 

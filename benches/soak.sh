@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Soak: the adversarial spool test (tests/it/adversarial.rs) with more files, more seeded
-# SIGKILLs and several seeds, outside `cargo test`'s budget.
+# SIGKILLs and several seeds, outside `cargo test`'s budget. While it runs, spool
+# subdirectories are swapped (renameat2 RENAME_EXCHANGE) for symbolic links to a directory
+# outside the spool and back; the round fails if anything there was written (issue 9).
 #
 #   benches/soak.sh [ROUNDS] [FILES_PER_WRITER] [KILLS]     # defaults: 10 rounds, 1000, 200
 #

@@ -7,6 +7,11 @@
 //! that parses always yields facts, however bad they look. An extension whose value does not
 //! parse is kept as such (`parsed = false`), so that policy can ignore it when it is not
 //! critical (the upstream CLI's malformed extendedKeyUsage, DESIGN §3).
+//!
+//! The public key's own material ([`KeyMaterial`]: the EC point's encoding, the RSA modulus and
+//! exponent) is read from the request's bytes before OpenSSL sees the key, so that a point at
+//! infinity, an off-curve or a compressed point still yields facts for policy to deny (such a
+//! key's self-signature is not checked: `signature_valid` is false).
 
 use std::net::IpAddr;
 
@@ -23,6 +28,8 @@ pub struct CsrFacts {
     pub public_key_der: Vec<u8>,
     /// What kind of key it is.
     pub key: KeyKind,
+    /// The key's own material, for the checks that it is a real key (DESIGN §3).
+    pub key_material: KeyMaterial,
     /// Whether the CSR's self-signature verifies with its own key.
     pub signature_valid: bool,
     /// The digest of the CSR's signature.
@@ -48,6 +55,38 @@ pub enum KeyKind {
     Rsa(u32),
     /// Anything else, named for a message (e.g. `DSA`, `EC secp256k1`, `Ed25519`).
     Other(String),
+}
+
+/// What a public key is made of, as the request encodes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyMaterial {
+    /// An EC point on a named curve, and how it is encoded.
+    Ec(PointForm),
+    /// An RSA key: modulus and public exponent, big-endian without sign.
+    Rsa {
+        /// n.
+        modulus: Vec<u8>,
+        /// e.
+        exponent: Vec<u8>,
+    },
+    /// Any other algorithm (or an EC key on a curve this CA does not know).
+    Other,
+}
+
+/// How an EC public point is encoded (SEC 1 §2.3.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PointForm {
+    /// `04 || x || y`, on the curve: the only form this CA signs.
+    Uncompressed,
+    /// `02/03 || x`: a valid encoding this CA does not sign (its certificates would carry
+    /// another encoding of the key than the request).
+    Compressed,
+    /// The single byte `00`: the point at infinity, which is nobody's key.
+    Infinity,
+    /// Uncompressed coordinates that are not a point of the curve.
+    OffCurve,
+    /// Anything else (hybrid form, wrong length), described.
+    Malformed(String),
 }
 
 /// The digest of a CSR's signature.
@@ -124,21 +163,44 @@ pub enum CsrError {
 
 /// Parses PEM or DER bytes into facts. Does not judge them.
 pub fn parse(bytes: &[u8]) -> Result<CsrFacts, CsrError> {
-    let (der, key, signature_valid) = match direct(bytes) {
-        Some(found) => found,
-        None => through_openssl(bytes)?,
+    let read = plain_der(bytes).and_then(|der| material_of(&der));
+    let (der, key_kind, signature_valid) = match read {
+        // A key nobody can hold (or one OpenSSL would re-encode): no signature to check.
+        Some((der, kind, KeyMaterial::Ec(form))) if form != PointForm::Uncompressed => {
+            (der, kind, false)
+        }
+        read => match direct(bytes) {
+            Some((der, key, valid)) => {
+                let kind = match read {
+                    Some((_, kind, _)) => kind,
+                    None => key_kind(&key, curve_of(&der).as_deref()),
+                };
+                (der, kind, valid)
+            }
+            // OpenSSL would not build the key: an uncompressed point off its curve.
+            None if matches!(&read, Some((der, _, KeyMaterial::Ec(_))) if off_curve(der)) => {
+                let (der, kind, _) = read.expect("matched above");
+                (der, kind, false)
+            }
+            None => {
+                let (der, key, valid) = through_openssl(bytes)?;
+                let curve = curve_of(&der);
+                (der, key_kind(&key, curve.as_deref()), valid)
+            }
+        },
     };
     let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
         .map_err(|e| CsrError::Malformed(e.to_string()))?;
     // The SPKI as it stands in the request (re-encoding it through OpenSSL 3.0 is slow).
     let spki = &parsed.certification_request_info.subject_pki;
     let public_key_der = spki.raw.to_vec();
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .map(|oid| oid.to_id_string());
+    let mut key_material = key_material(spki);
+    if key_material == KeyMaterial::Ec(PointForm::Uncompressed)
+        && !signature_valid
+        && off_curve(&der)
+    {
+        key_material = KeyMaterial::Ec(PointForm::OffCurve);
+    }
 
     let common_names = parsed
         .certification_request_info
@@ -187,7 +249,8 @@ pub fn parse(bytes: &[u8]) -> Result<CsrFacts, CsrError> {
 
     Ok(CsrFacts {
         public_key_der,
-        key: key_kind(&key, curve.as_deref()),
+        key: key_kind,
+        key_material,
         signature_valid,
         signature_digest: digest_of(&parsed.signature_algorithm.algorithm.to_id_string()),
         common_names,
@@ -195,6 +258,128 @@ pub fn parse(bytes: &[u8]) -> Result<CsrFacts, CsrError> {
         san,
         extensions,
     })
+}
+
+/// The request's DER when the bytes are plain DER or one plain PEM block.
+fn plain_der(bytes: &[u8]) -> Option<Vec<u8>> {
+    if looks_like_pem(bytes) {
+        pem_body(bytes)
+    } else {
+        Some(bytes.to_vec())
+    }
+}
+
+/// Reads the key of a request from its DER without OpenSSL: the kind, by curve OID or
+/// modulus size, and the material. `None` when the bytes are not a request.
+fn material_of(der: &[u8]) -> Option<(Vec<u8>, KeyKind, KeyMaterial)> {
+    let (rest, req) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(der).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let spki = &req.certification_request_info.subject_pki;
+    let material = key_material(spki);
+    let kind = match &material {
+        KeyMaterial::Ec(_) => match curve_oid(spki).as_deref() {
+            Some("1.2.840.10045.3.1.7") => KeyKind::EcP256,
+            Some("1.3.132.0.34") => KeyKind::EcP384,
+            _ => return None,
+        },
+        KeyMaterial::Rsa { modulus, .. } => KeyKind::Rsa(bit_length(modulus)),
+        KeyMaterial::Other => return None,
+    };
+    Some((der.to_vec(), kind, material))
+}
+
+/// The key material of a SubjectPublicKeyInfo (see [`KeyMaterial`]).
+fn key_material(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> KeyMaterial {
+    use x509_parser::public_key::PublicKey;
+    let algorithm = spki.algorithm.algorithm.to_id_string();
+    match algorithm.as_str() {
+        "1.2.840.10045.2.1" => {
+            let field = match curve_oid(spki).as_deref() {
+                Some("1.2.840.10045.3.1.7") => 32,
+                Some("1.3.132.0.34") => 48,
+                _ => return KeyMaterial::Other,
+            };
+            KeyMaterial::Ec(point_form(&spki.subject_public_key.data, field))
+        }
+        "1.2.840.113549.1.1.1" => match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => KeyMaterial::Rsa {
+                modulus: strip_zeros(rsa.modulus).to_vec(),
+                exponent: strip_zeros(rsa.exponent).to_vec(),
+            },
+            _ => KeyMaterial::Other,
+        },
+        _ => KeyMaterial::Other,
+    }
+}
+
+/// How an EC point of a curve with `field`-byte coordinates is encoded (by its bytes alone:
+/// whether an uncompressed point lies on the curve is [`off_curve`]'s question, asked only
+/// when OpenSSL refuses to build the key).
+fn point_form(point: &[u8], field: usize) -> PointForm {
+    match point.first() {
+        None => PointForm::Malformed("the point is empty".into()),
+        Some(0x00) if point.len() == 1 => PointForm::Infinity,
+        Some(0x02 | 0x03) if point.len() == 1 + field => PointForm::Compressed,
+        Some(0x04) if point.len() == 1 + 2 * field => PointForm::Uncompressed,
+        Some(0x06 | 0x07) => PointForm::Malformed("the point is in hybrid form".into()),
+        Some(b) => PointForm::Malformed(format!(
+            "a {}-byte point starting with {b:#04x}",
+            point.len()
+        )),
+    }
+}
+
+/// Whether the request's key is an uncompressed EC point that is not on its named curve.
+fn off_curve(der: &[u8]) -> bool {
+    let Ok((_, req)) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+    else {
+        return false;
+    };
+    let spki = &req.certification_request_info.subject_pki;
+    let nid = match curve_oid(spki).as_deref() {
+        Some("1.2.840.10045.3.1.7") => openssl::nid::Nid::X9_62_PRIME256V1,
+        Some("1.3.132.0.34") => openssl::nid::Nid::SECP384R1,
+        _ => return false,
+    };
+    let point = &spki.subject_public_key.data;
+    point.first() == Some(&0x04)
+        && openssl::ec::EcGroup::from_curve_name(nid)
+            .and_then(|group| {
+                let mut ctx = openssl::bn::BigNumContext::new()?;
+                // Decoding checks that the point satisfies the curve's equation.
+                openssl::ec::EcPoint::from_bytes(&group, point, &mut ctx)
+            })
+            .is_err()
+}
+
+fn curve_oid(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Option<String> {
+    spki.algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|oid| oid.to_id_string())
+}
+
+fn curve_of(der: &[u8]) -> Option<String> {
+    let (_, req) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(der).ok()?;
+    curve_oid(&req.certification_request_info.subject_pki)
+}
+
+fn strip_zeros(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+    &b[start..]
+}
+
+fn bit_length(b: &[u8]) -> u32 {
+    let b = strip_zeros(b);
+    match b.first() {
+        None => 0,
+        Some(first) => (b.len() as u32 - 1) * 8 + (8 - first.leading_zeros()),
+    }
 }
 
 /// The common case without OpenSSL's slow key decoders: a plain PEM or DER request with an

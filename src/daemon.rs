@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::policy::Policy;
 use crate::spool::engine::BATCH;
+use crate::spool::layout::Sub;
 use crate::spool::watch::{DirWatch, Signal};
 use crate::spool::Engine;
 use crate::systemd;
@@ -77,11 +78,12 @@ pub fn run(
     let (tx, rx) = mpsc::channel::<Msg>();
     let queue = Arc::new(Queue::default());
     let mut watch = start_watch(&engine, &tx);
+    let mut watched_generation = engine.spool.reopened();
 
     engine.recover().map_err(|e| anyhow::anyhow!(e.0))?;
-    // Files present at start are taken as they are: their writers closed them before.
+    // Files present at start are taken once no process holds them open for writing.
     let mut rescan_soon = false;
-    rescan(&engine, &queue, false, &mut rescan_soon);
+    rescan(&engine, &queue, &mut rescan_soon);
     let busy = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..opts.workers.max(1))
@@ -116,7 +118,7 @@ pub fn run(
             Ok(Msg::Watch(Signal::Ready(names))) => queue.push(names),
             Ok(Msg::Watch(Signal::Settle)) => rescan_soon = true,
             Ok(Msg::Watch(Signal::Rescan)) => {
-                rescan(&engine, &queue, true, &mut rescan_soon);
+                rescan(&engine, &queue, &mut rescan_soon);
             }
             Ok(Msg::BatchDone) => worked_since_idle = true,
             Err(RecvTimeoutError::Timeout) => {}
@@ -140,11 +142,12 @@ pub fn run(
             || (rescan_soon && last_rescan.elapsed() >= SETTLE);
         if due || (watch.is_none() && Instant::now() >= next_retry) {
             last_rescan = Instant::now();
-            if watch.is_none() {
+            if watch.is_none() || engine.spool.reopened() != watched_generation {
+                watched_generation = engine.spool.reopened();
                 watch = start_watch(&engine, &tx);
             }
             rescan_soon = false;
-            if engine.retry_stranded().is_ok() && rescan(&engine, &queue, true, &mut rescan_soon) {
+            if engine.retry_stranded().is_ok() && rescan(&engine, &queue, &mut rescan_soon) {
                 backoff = Duration::from_secs(1);
             } else {
                 // The spool is gone or unreadable: watch it afresh once it is back.
@@ -195,7 +198,7 @@ fn worker(
                 std::thread::sleep(Duration::from_millis(20));
                 let still: Vec<OsString> = batch
                     .into_iter()
-                    .filter(|n| engine.spool.incoming().join(n).exists())
+                    .filter(|n| engine.spool.exists(Sub::Incoming, n))
                     .collect();
                 queue.push(still);
             }
@@ -210,36 +213,33 @@ fn worker(
     }
 }
 
+/// Watches `incoming/` once the spool is sound (a refused spool is logged by its check).
 fn start_watch(engine: &Engine, tx: &Sender<Msg>) -> Option<DirWatch> {
-    if let Err(e) = engine.spool.ensure() {
-        tracing::error!(spool = %engine.spool.root.display(), error = %e, "cannot create the spool directories; retrying");
-        return None;
-    }
-    match DirWatch::start(&engine.spool.incoming(), tx.clone(), Msg::Watch) {
+    engine.spool.check().ok()?;
+    let incoming = engine.spool.path(Sub::Incoming);
+    match DirWatch::start(&incoming, tx.clone(), Msg::Watch) {
         Ok(w) => Some(w),
         Err(e) => {
-            tracing::error!(dir = %engine.spool.incoming().display(), error = %e, "cannot watch incoming/; relying on rescans and retrying");
+            tracing::error!(dir = %incoming.display(), error = %e, "cannot watch incoming/; relying on rescans and retrying");
             None
         }
     }
 }
 
-/// Queues every candidate in `incoming/`; false when the directory cannot be read.
-/// With `settle`, files still being written are left for later and `soon` is set.
-fn rescan(engine: &Engine, queue: &Queue, settle: bool, soon: &mut bool) -> bool {
-    let scanned = if settle {
-        engine.scan_incoming_settled(SETTLE)
-    } else {
-        engine.scan_incoming().map(|n| (n, 0))
-    };
-    match scanned {
-        Ok((names, skipped)) => {
+/// Queues every candidate in `incoming/`; false when the spool is refused or `incoming/`
+/// cannot be read. Files still open for writing are left for later and `soon` is set.
+fn rescan(engine: &Engine, queue: &Queue, soon: &mut bool) -> bool {
+    if engine.spool.check().is_err() {
+        return false;
+    }
+    match engine.scan_incoming() {
+        Ok((names, open)) => {
             queue.push(names);
-            *soon |= skipped > 0;
+            *soon |= open > 0;
             true
         }
         Err(e) => {
-            tracing::error!(dir = %engine.spool.incoming().display(), error = %e, "cannot read incoming/; retrying");
+            tracing::error!(dir = %engine.spool.path(Sub::Incoming).display(), error = %e, "cannot read incoming/; retrying");
             false
         }
     }
@@ -275,8 +275,8 @@ fn status_line(engine: &Engine, queue: usize) -> String {
     )
 }
 
-/// A regular file modified this recently may still be being written in place; rescans leave
-/// it to its close event (or the next rescan).
+/// How soon a rescan looks again at files it left because they were still open for writing
+/// (or that were created without a close event yet).
 const SETTLE: Duration = Duration::from_secs(2);
 
 /// The work queue: names in arrival order, each at most once (queued or in a batch).

@@ -1,6 +1,9 @@
 //! `smsgate-ca approve ID` and `smsgate-ca deny ID --reason TEXT`: an operator's decision on a
-//! request held under a manual-approval profile. They work while the daemon runs: the request
-//! is claimed from `held/` by rename, and the ledger's own lock orders the writes.
+//! certificate request held under a manual-approval profile; with `--revocation`, on a held
+//! revocation request instead (DESIGN §9: a command names what it acts on, so an id held as
+//! both is never ambiguous). They work while the daemon runs: the request is claimed from
+//! `held/` by rename, read and checked again (policy, ledger), and the ledger's own lock orders
+//! the writes.
 
 use super::operator::{checkpoint, open_engine};
 use crate::cli::Settings;
@@ -14,6 +17,9 @@ pub struct ApproveArgs {
     /// The held request's id
     #[arg(value_name = "ID", allow_hyphen_values = false)]
     id: String,
+    /// Act on the held revocation request ID (held/ID.revoke.json): revoke its certificate
+    #[arg(long)]
+    revocation: bool,
     /// Use the development CA of --dev runs
     #[arg(long)]
     dev: bool,
@@ -28,6 +34,9 @@ pub struct DenyArgs {
     /// Why, in words the requester will read
     #[arg(long, value_name = "TEXT")]
     reason: String,
+    /// Act on the held revocation request ID (held/ID.revoke.json) instead
+    #[arg(long)]
+    revocation: bool,
     /// Use the development CA of --dev runs
     #[arg(long)]
     dev: bool,
@@ -35,7 +44,13 @@ pub struct DenyArgs {
 
 /// Runs `approve`.
 pub fn run_approve(settings: &Settings, args: ApproveArgs) -> anyhow::Result<ExitStatus> {
-    decide(settings, &args.id, Operator::Approve, args.dev)
+    decide(
+        settings,
+        &args.id,
+        Operator::Approve,
+        args.dev,
+        args.revocation,
+    )
 }
 
 /// Runs `deny`.
@@ -51,15 +66,24 @@ pub fn run_deny(settings: &Settings, args: DenyArgs) -> anyhow::Result<ExitStatu
         &args.id,
         Operator::Deny(text.to_owned()),
         args.dev,
+        args.revocation,
     )
 }
 
-fn decide(settings: &Settings, id: &str, op: Operator, dev: bool) -> anyhow::Result<ExitStatus> {
+fn decide(
+    settings: &Settings,
+    id: &str,
+    op: Operator,
+    dev: bool,
+    revocation: bool,
+) -> anyhow::Result<ExitStatus> {
+    use crate::lifecycle::revocation as rv;
     let id = RequestId::parse(id).map_err(|e| Fail::usage(e.to_string()))?;
     let engine = open_engine(settings, dev)?;
     // Requests held too long are denied `expired` first (DESIGN §3).
     engine.expire_held();
-    if crate::lifecycle::revocation::is_held(&engine.spool, &id) {
+    rv::expire_held(&engine);
+    if revocation {
         return decide_revocation(&engine, &id, op);
     }
     let Some(p) = engine
@@ -69,11 +93,33 @@ fn decide(settings: &Settings, id: &str, op: Operator, dev: bool) -> anyhow::Res
         let state = crate::spool::examine::read_status(&engine.spool, &id)
             .map(|r| format!("it is {}", r.status.as_str()))
             .unwrap_or_else(|| "there is no such request".into());
+        let hint = if rv::is_held(&engine.spool, &id) {
+            format!(
+                "; a revocation request {id} is held: use `{} --revocation {id}`",
+                if op == Operator::Approve {
+                    "approve"
+                } else {
+                    "deny"
+                }
+            )
+        } else {
+            String::new()
+        };
         return Err(Fail::usage(format!(
-            "request {id} is not held for approval: {state}"
+            "certificate request {id} is not held for approval: {state}{hint}"
         )));
     };
     checkpoint(&engine)?;
+    if p.decision == crate::spool::publish::Decision::Rejected {
+        // The ledger already decided this id (DESIGN §9): the held file was never signed.
+        let state = crate::spool::examine::read_status(&engine.spool, &id)
+            .map(|r| format!("it is {}", r.status.as_str()))
+            .unwrap_or_else(|| "the ledger holds its decision".into());
+        return Err(Fail::usage(format!(
+            "request {id} was already decided ({state}) and is never signed again: the file in \
+             held/ went to rejected/ as a duplicate_request"
+        )));
+    }
     let record = p
         .record
         .ok_or_else(|| Fail::runtime("no status record was written"))?;
@@ -112,7 +158,17 @@ fn decide_revocation(
     };
     let handled = revocation::decide_held(engine, id, verdict)
         .map_err(|e| Fail::runtime(e.to_string()))?
-        .ok_or_else(|| Fail::usage(format!("revocation request {id} is no longer held")))?;
+        .ok_or_else(|| {
+            let state = revocation::read_record(&engine.spool, id)
+                .map(|r| {
+                    format!(
+                        "it is {}",
+                        serde_json::to_value(r.status).unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|| "there is no such revocation request".into());
+            Fail::usage(format!("revocation request {id} is not held: {state}"))
+        })?;
     checkpoint(engine)?;
     match (handled.decision, &op) {
         (Decision::Revoked, _) => {

@@ -10,7 +10,6 @@ use crate::error::{ExitStatus, Fail};
 use crate::ledger::Ledger;
 use crate::lifecycle::crl::{self, CrlValidity, Signed, DEFAULT_DAYS, MAX_DAYS};
 use crate::request::rfc3339;
-use crate::spool::Spool;
 
 /// Flags of `crl`.
 #[derive(Debug, clap::Args)]
@@ -39,7 +38,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
     let state = existing_state(settings)?;
     let ca = load_signing_ca(settings, &state)?;
     let mut ledger = Ledger::open(&state.ledger())?;
-    let spool = Spool::new(&settings.spool);
+    let spool = crate::cli::operator::open_spool(settings)?;
     let signed =
         crl::issue(&ca, &mut ledger, &spool, validity).map_err(super::revoke::lifecycle)?;
     let mut out = std::io::stdout().lock();

@@ -4,12 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::operator::{checkpoint, open_engine, publish_ca, upkeep};
+use super::operator::{checkpoint, engine_on, lock_spool, publish_ca, upkeep};
 use crate::cli::Settings;
 use crate::daemon::{self, Hooks, Options};
-use crate::error::{ExitStatus, Fail};
-use crate::spool::lock::SpoolLock;
-use crate::spool::{Engine, Spool};
+use crate::error::ExitStatus;
+use crate::spool::Engine;
 
 /// Flags of `daemon`.
 #[derive(Debug, clap::Args)]
@@ -32,15 +31,8 @@ pub struct Args {
 /// Runs `daemon`.
 pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
     let signals = daemon::Signals::register()?;
-    std::fs::create_dir_all(&settings.spool).map_err(|e| {
-        Fail::runtime(format!(
-            "cannot create the spool {}: {e}",
-            settings.spool.display()
-        ))
-    })?;
-    let _lock = SpoolLock::acquire(&Spool::new(&settings.spool).lock_file())
-        .map_err(|e| Fail::runtime(e.to_string()))?;
-    let engine = Arc::new(open_engine(settings, args.dev)?);
+    let (spool, _lock) = lock_spool(settings)?;
+    let engine = Arc::new(engine_on(settings, spool, args.dev)?);
     publish_ca(&engine.spool, engine.ca())?;
     let workers = args
         .workers

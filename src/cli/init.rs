@@ -80,7 +80,9 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
     } else {
         passphrase_source(settings)
     };
-    let pass = source.read(true).map_err(|e| Fail::usage(e.to_string()))?;
+    let pass = source
+        .read_allowing(true, settings.allow_loose_permissions)
+        .map_err(|e| Fail::usage(e.to_string()))?;
     let created = match (&args.import_cert, &args.import_key) {
         (Some(cert), Some(key)) => {
             ca::import(&state, cert, key, pass.as_ref()).map_err(|e| match e {

@@ -1,5 +1,7 @@
-//! `smsgate-ca ledger verify [--checkpoint FILE]`: check the hash chain, the signed checkpoints
-//! and, given a published checkpoint, that the ledger still holds that history. Exit 0 / 1.
+//! `smsgate-ca ledger verify [--checkpoint FILE] [--no-signatures]`: check the hash chain, the
+//! signed checkpoints and, given a published checkpoint, that the ledger still holds that
+//! history. Exit 0 / 1; 1 too when the checkpoints' signatures cannot be checked (no CA
+//! certificate) unless `--no-signatures` says the operator knows.
 
 use std::path::PathBuf;
 
@@ -24,6 +26,10 @@ pub struct VerifyArgs {
     /// The ledger file [default: <state>/ledger.jsonl]
     #[arg(long, value_name = "FILE")]
     ledger: Option<PathBuf>,
+    /// Check the hash chain (and --checkpoint's position) without the checkpoints'
+    /// signatures, knowing that no CA certificate is at hand
+    #[arg(long)]
+    no_signatures: bool,
     /// Print JSON
     #[arg(long)]
     json: bool,
@@ -44,22 +50,40 @@ pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<ExitStatus> {
         ),
         None => None,
     };
-    let ca_cert = ca::load_certs(&state).ok().map(|(c, _, _)| c);
-    if ca_cert.is_none() {
-        tracing::warn!(
-            "no CA certificate in the state directory: checkpoint signatures are not checked"
-        );
-    }
+    // Without the CA certificate the signed checkpoints prove nothing: say so and fail,
+    // unless the operator asks for the chain alone (DESIGN §6).
+    let ca_cert = if args.no_signatures {
+        None
+    } else {
+        match ca::load_certs(&state) {
+            Ok((c, _, _)) => Some(c),
+            Err(e) => {
+                return Err(Fail::runtime(format!(
+                    "cannot check the ledger checkpoints' signatures: the CA certificate in {} \
+                     cannot be loaded ({e}); give the CA's --state, or pass --no-signatures to \
+                     check the hash chain only",
+                    settings.state.display()
+                )))
+            }
+        }
+    };
     match verify(&path, ca_cert.as_deref(), checkpoint.as_deref()) {
         Ok(r) => {
+            let signatures = ca_cert.is_some();
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"ok": true, "lines": r.lines, "checkpoints": r.checkpoints, "head": r.head})
+                    serde_json::json!({"ok": true, "lines": r.lines, "checkpoints": r.checkpoints, "head": r.head, "signatures_checked": signatures})
+                );
+            } else if signatures {
+                println!(
+                    "ledger OK: {} lines, {} signed checkpoints, head {}",
+                    r.lines, r.checkpoints, r.head
                 );
             } else {
                 println!(
-                    "ledger OK: {} lines, {} signed checkpoints, head {}",
+                    "ledger hash chain OK: {} lines, {} checkpoints whose signatures were NOT \
+                     checked (--no-signatures), head {}",
                     r.lines, r.checkpoints, r.head
                 );
             }

@@ -2,19 +2,21 @@
 //! signer side (policy, CA, ledger, spool) with a development CA on `--dev`, and publishing the
 //! CA chain and the ledger checkpoint.
 
+use std::ffi::OsStr;
 use std::path::Path;
 
 use anyhow::Context;
 
 use super::Settings;
 use crate::error::Fail;
-use crate::fsx;
 use crate::ledger::Ledger;
 use crate::policy::Policy;
 use crate::signer::ca::{self, Ca, InitOptions, KeyStore, StatePaths};
 use crate::signer::key::PassphraseSource;
 use crate::signer::pkcs11::PinSource;
 use crate::signer::signing::Digest;
+use crate::spool::layout::{SpoolError, Sub};
+use crate::spool::lock::SpoolLock;
 use crate::spool::{Engine, Spool};
 
 /// Where the CA key's passphrase comes from: `--passphrase-file`, then
@@ -132,21 +134,41 @@ pub fn load_signing_ca(settings: &Settings, state: &StatePaths) -> anyhow::Resul
     )?)
 }
 
-/// Opens the signer side: spool (created), policy, CA, ledger.
-pub fn open_engine(settings: &Settings, dev: bool) -> anyhow::Result<Engine> {
-    let policy = load_policy(settings)?;
-    let spool = Spool::new(&settings.spool);
-    spool.ensure().with_context(|| {
-        format!(
-            "cannot create the spool directories under {}",
-            settings.spool.display()
-        )
+/// Opens the spool (creating what is missing) through directory handles, refusing a link or
+/// a non-directory anywhere in it and a state directory inside it (DESIGN §9): exit 1 with the
+/// path named, nothing created or written through it.
+pub fn open_spool(settings: &Settings) -> anyhow::Result<Spool> {
+    let spool = Spool::open(&settings.spool).map_err(|e| match e {
+        SpoolError::Refused(m) => Fail::runtime(m),
+        e => Fail::runtime(format!("cannot open the spool: {e}")),
     })?;
+    spool
+        .refuse_state_inside(&settings.state)
+        .map_err(|e| Fail::runtime(e.to_string()))?;
+    Ok(spool)
+}
+
+/// Opens the spool and takes its lock (`daemon`, `process`): one signer per spool.
+pub fn lock_spool(settings: &Settings) -> anyhow::Result<(Spool, SpoolLock)> {
+    let spool = open_spool(settings)?;
+    let lock = spool.lock().map_err(|e| Fail::runtime(e.to_string()))?;
+    Ok((spool, lock))
+}
+
+/// Opens the signer side: spool (created, see [`open_spool`]), policy, CA, ledger.
+pub fn open_engine(settings: &Settings, dev: bool) -> anyhow::Result<Engine> {
+    let spool = open_spool(settings)?;
+    engine_on(settings, spool, dev)
+}
+
+/// Opens the signer side on a spool already opened (and locked) by the caller.
+pub fn engine_on(settings: &Settings, spool: Spool, dev: bool) -> anyhow::Result<Engine> {
+    let policy = load_policy(settings)?;
     let ca = load_ca(settings, &policy, dev)?;
     let ledger = Ledger::open(&StatePaths::new(&settings.state).ledger())?;
     Ok(
-        Engine::new(spool, policy, ca, ledger).with_revocations(Box::new(|engine, name, path| {
-            crate::lifecycle::revocation::handle_spool_file(engine, name, path)
+        Engine::new(spool, policy, ca, ledger).with_revocations(Box::new(|engine, item| {
+            crate::lifecycle::revocation::handle_spool_file(engine, item)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })),
@@ -191,9 +213,19 @@ pub fn publish_ca(spool: &Spool, ca: &Ca) -> anyhow::Result<()> {
     if !root_is_issuer {
         pem.extend(ca.root.to_pem()?);
     }
-    let path = spool.published().join("ca.crt");
-    if std::fs::read(&path).ok().as_deref() != Some(&pem[..]) {
-        fsx::write_atomic(&path, &pem, fsx::MODE_PUBLIC)?;
+    let name = OsStr::new("ca.crt");
+    if spool
+        .dir(Sub::Published)
+        .read_small(name, 1 << 20)
+        .as_deref()
+        != Some(&pem[..])
+    {
+        spool.publish(Sub::Published, name, &pem).with_context(|| {
+            format!(
+                "cannot write {}",
+                spool.path(Sub::Published).join(name).display()
+            )
+        })?;
     }
     Ok(())
 }
@@ -217,7 +249,15 @@ pub fn checkpoint(engine: &Engine) -> anyhow::Result<()> {
             }
         })
     })?;
-    let path = engine.spool.published().join("ledger-checkpoint.json");
-    fsx::write_atomic(&path, format!("{}\n", cp.line).as_bytes(), fsx::MODE_PUBLIC)?;
+    let name = OsStr::new("ledger-checkpoint.json");
+    engine
+        .spool
+        .publish(Sub::Published, name, format!("{}\n", cp.line).as_bytes())
+        .with_context(|| {
+            format!(
+                "cannot write {}",
+                engine.spool.path(Sub::Published).join(name).display()
+            )
+        })?;
     Ok(())
 }

@@ -2,11 +2,10 @@
 
 use std::sync::atomic::Ordering;
 
-use super::operator::{checkpoint, open_engine, publish_ca, upkeep};
+use super::operator::{checkpoint, engine_on, lock_spool, publish_ca, upkeep};
 use crate::cli::Settings;
 use crate::error::{ExitStatus, Fail};
 use crate::spool::engine::drain;
-use crate::spool::lock::SpoolLock;
 
 /// Flags of `process`.
 #[derive(Debug, clap::Args)]
@@ -24,15 +23,8 @@ pub struct Args {
 
 /// Runs `process`.
 pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
-    std::fs::create_dir_all(&settings.spool).map_err(|e| {
-        Fail::runtime(format!(
-            "cannot create the spool {}: {e}",
-            settings.spool.display()
-        ))
-    })?;
-    let _lock = SpoolLock::acquire(&crate::spool::Spool::new(&settings.spool).lock_file())
-        .map_err(|e| Fail::runtime(e.to_string()))?;
-    let engine = open_engine(settings, args.dev)?;
+    let (spool, _lock) = lock_spool(settings)?;
+    let engine = engine_on(settings, spool, args.dev)?;
     let workers = args
         .workers
         .map(usize::from)

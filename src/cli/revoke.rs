@@ -11,7 +11,6 @@ use crate::ledger::Ledger;
 use crate::lifecycle::crl::{self, CrlValidity};
 use crate::lifecycle::revocation::{self, Target};
 use crate::lifecycle::LifecycleError;
-use crate::spool::Spool;
 
 /// Flags of `revoke`.
 #[derive(Debug, clap::Args)]
@@ -56,7 +55,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
     };
     let mut ledger = Ledger::open(&state.ledger())?;
     let revoked = revocation::revoke(&mut ledger, &target, reason, None).map_err(lifecycle)?;
-    let spool = Spool::new(&settings.spool);
+    let spool = crate::cli::operator::open_spool(settings)?;
     let signed = match &ca {
         Some(ca) => {
             let validity = validity

@@ -219,9 +219,40 @@ impl Ledger {
         }
     }
 
+    /// Appends the events `keep` accepts, as one write flushed before returning, and says
+    /// which were kept. `keep` runs under the exclusive lock on an index caught up with every
+    /// other writer, so a check and the append it guards are one step for all the processes
+    /// sharing the ledger (DESIGN §9: whether an id may be signed is decided here).
+    pub fn append_if(
+        &mut self,
+        events: &[Event],
+        keep: impl Fn(&Index, &Event) -> bool,
+    ) -> Result<Vec<bool>, LedgerError> {
+        let mut kept = Vec::new();
+        self.append_filtered(
+            events,
+            |index, e| {
+                let k = keep(index, e);
+                kept.push(k);
+                k
+            },
+            |_| None,
+        )?;
+        Ok(kept)
+    }
+
     fn append_with(
         &mut self,
         events: &[Event],
+        extra: impl FnOnce(&Tail) -> Option<Event>,
+    ) -> Result<Vec<Appended>, LedgerError> {
+        self.append_filtered(events, |_, _| true, extra)
+    }
+
+    fn append_filtered(
+        &mut self,
+        events: &[Event],
+        mut keep: impl FnMut(&Index, &Event) -> bool,
         extra: impl FnOnce(&Tail) -> Option<Event>,
     ) -> Result<Vec<Appended>, LedgerError> {
         let path = self.path.clone();
@@ -247,7 +278,9 @@ impl Ledger {
                 out.push(Appended { seq, line });
             };
             for e in events {
-                push(e, &mut tail, &mut text);
+                if keep(&self.index, e) {
+                    push(e, &mut tail, &mut text);
+                }
             }
             if let Some(e) = extra(&tail) {
                 push(&e, &mut tail, &mut text);

@@ -15,6 +15,7 @@
 //! serials than the ledger's revocations, or when less than a third of its validity is left.
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -30,7 +31,11 @@ use crate::ledger::{Event, Ledger};
 use crate::request::rfc3339;
 use crate::signer::ca::{asn1_to_utc, Ca};
 use crate::signer::crl::{build_crl, der_to_pem, CrlEntry, CrlParams, RevocationReason};
+use crate::spool::layout::Sub;
 use crate::spool::{Engine, Spool};
+
+/// The largest published CRL read back (a million entries take about 40 MB).
+const MAX_CRL_BYTES: u64 = 256 << 20;
 
 /// How long a CRL is valid: at least ten seconds, at most [`MAX_DAYS`] days.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,13 +167,18 @@ pub fn issue(
         next_update: rfc3339(next_update),
         sha256: sha256.clone(),
     }])?;
-    let published = spool.published();
-    fsx::ensure_dir(&published, 0o755).map_err(|e| LifecycleError::io(&published, e))?;
+    let published = spool.path(Sub::Published);
     let der_path = published.join(DER_NAME);
     let pem_path = published.join(PEM_NAME);
-    fsx::write_atomic(&der_path, &der, fsx::MODE_PUBLIC)
+    spool
+        .publish(Sub::Published, OsStr::new(DER_NAME), &der)
         .map_err(|e| LifecycleError::io(&der_path, e))?;
-    fsx::write_atomic(&pem_path, der_to_pem(&der).as_bytes(), fsx::MODE_PUBLIC)
+    spool
+        .publish(
+            Sub::Published,
+            OsStr::new(PEM_NAME),
+            der_to_pem(&der).as_bytes(),
+        )
         .map_err(|e| LifecycleError::io(&pem_path, e))?;
     let record = CrlState {
         number,
@@ -256,7 +266,9 @@ pub fn resign_reason(
 
 /// Reads `published/ca.crl` if it is a CRL signed by `ca_cert` (else `None`).
 pub fn read_published(spool: &Spool, ca_cert: &X509Ref) -> Option<Published> {
-    let der = std::fs::read(spool.published().join(DER_NAME)).ok()?;
+    let der = spool
+        .dir(Sub::Published)
+        .read_small(OsStr::new(DER_NAME), MAX_CRL_BYTES)?;
     let crl = X509Crl::from_der(&der).ok()?;
     let key = ca_cert.public_key().ok()?;
     if !crl.verify(&key).ok()? {

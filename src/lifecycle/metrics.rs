@@ -7,8 +7,10 @@
 //! which changes exactly when a status record is renamed into it, by the daemon or by an
 //! operator's `approve`/`deny`); certificates issued and revoked (ledger); seconds until the
 //! published CRL's nextUpdate; seconds until the issuing CA's notAfter and whether that is
-//! within the warning window; and when the file was written, so that a stale file shows.
+//! within the warning window; how many times a spool directory was found swapped while
+//! running (DESIGN §9); and when the file was written, so that a stale file shows.
 
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -18,7 +20,7 @@ use super::crl::read_published;
 use super::warnings::CA_EXPIRY_WARNING_DAYS;
 use crate::fsx;
 use crate::signer::ca::not_after;
-use crate::spool::layout::{classify, Name};
+use crate::spool::layout::{classify, Name, Sub};
 use crate::spool::Engine;
 
 /// The daemon's hook for `--metrics-file PATH`: renders the metrics and replaces `path`
@@ -55,20 +57,32 @@ pub fn render(engine: &Engine, now: SystemTime) -> String {
         &mut out,
         "smsgate_ca_queue_length",
         "Files waiting in incoming/.",
-        count_requests(&engine.spool.incoming()) as f64,
+        count_requests(engine, Sub::Incoming) as f64,
     );
     gauge(
         &mut out,
         "smsgate_ca_held_requests",
         "Requests held in held/ for an operator.",
-        count_requests(&engine.spool.held()) as f64,
+        count_requests(engine, Sub::Held) as f64,
     );
-    if let Ok(t) = std::fs::metadata(engine.spool.status()).and_then(|m| m.modified()) {
+    header(
+        &mut out,
+        "smsgate_ca_spool_refusals_total",
+        "Times a spool directory was found replaced (e.g. by a symbolic link) while running; \
+         the spool is refused until it is put back.",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "smsgate_ca_spool_refusals_total {}",
+        engine.spool.refusals()
+    );
+    if let Ok(st) = engine.spool.root_dir().stat(OsStr::new(Sub::Status.name())) {
         gauge(
             &mut out,
             "smsgate_ca_last_decision_timestamp_seconds",
             "When the last status record was written (Unix time).",
-            unix(t) as f64,
+            st.mtime as f64,
         );
     }
     let (issued, revoked) =
@@ -123,11 +137,11 @@ pub fn render(engine: &Engine, now: SystemTime) -> String {
     out
 }
 
-fn count_requests(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |entries| {
+fn count_requests(engine: &Engine, sub: Sub) -> usize {
+    engine.spool.entries(sub).map_or(0, |entries| {
         entries
-            .flatten()
-            .filter(|e| !matches!(classify(&e.file_name()), Name::InProgress))
+            .iter()
+            .filter(|(name, _)| !matches!(classify(name), Name::InProgress))
             .count()
     })
 }

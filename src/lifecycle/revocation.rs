@@ -2,39 +2,46 @@
 //! ledger, and revocation requests that arrive through the spool as
 //! `incoming/<id>.revoke.json` (format in `spool/README.md`, "Revocation requests").
 //!
-//! A spool request names the certificate (`serial` or `request_id`), the RFC 5280 `reason`, and
-//! the `type` of the request that owns the certificate; a certificate owned by another type is
-//! refused. The owning profile's `revocation` policy key decides: `auto` revokes at once and
-//! re-signs the CRL, `manual` holds the request (`held/<id>.revoke.json`, record `pending`)
-//! until an operator approves or denies it ([`decide_held`]). Every decision writes
-//! `status/<id>.revoke.json` — its own name, so that a revocation request never collides with
-//! the status record of a certificate request of the same id — then moves the file to
-//! `archive/` (or `held/`). Files that are not plain files go to `rejected/` with a `.reason`,
-//! as any non-request does. Order: ledger `revoked` (flushed) → CRL → status record (the commit
-//! point) → move; after a crash the file is decided again and finds the certificate revoked,
-//! which completes it as `revoked` without a second ledger line.
+//! A spool request names the certificate (`serial` or `request_id`) and the RFC 5280 `reason`,
+//! and may carry a `proof`: a signature by the certificate's own key over
+//! `smsgate-ca revocation v1\n<serial>\n<reason>\n` ([`crate::proof`], DESIGN §9). Whoever
+//! can write the spool can name any serial, so a name alone revokes nothing. The profile that
+//! issued the certificate decides with its `revocation` key: `proof` (the default) carries out
+//! a request whose proof verifies, holds one without a proof for an operator, and denies a
+//! wrong proof `bad_proof`; `manual` holds every request. A held request waits in
+//! `held/<id>.revoke.json` (record `pending`) until `approve --revocation ID` or
+//! `deny --revocation ID` ([`decide_held`]), or its `held_ttl` runs out. An optional `type`
+//! must name the certificate's own request type (else `wrong_type`).
+//!
+//! Every decision writes `status/<id>.revoke.json` — its own name, so that a revocation
+//! request never collides with the status record of a certificate request of the same id —
+//! then moves the file to `archive/` (or `held/`). Files that are not plain files go to
+//! `rejected/` with a `.reason`, as any non-request does. Order: ledger `revoked` (flushed) →
+//! CRL → status record (the commit point) → move; after a crash the file is decided again and
+//! finds the certificate revoked, which completes it as `revoked` without a second ledger line.
+//! All spool access goes through the spool's directory handles.
 //!
 //! Refused revocation requests are not written to the ledger: its `denied` event is keyed by
 //! certificate request id, and a revocation id in it would read as a denied certificate request.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::inventory::{self, time_text, IndexUse};
 use super::{crl, LifecycleError};
-use crate::fsx::{self, Untrusted};
+use crate::fsx::Untrusted;
 use crate::ledger::{Entry, Event, Ledger};
-use crate::policy::Approval;
+use crate::policy::Revocation;
 use crate::request::{rfc3339, RequestId, RequestType};
 use crate::signer::crl::RevocationReason;
 use crate::signer::serial::Serial;
-use crate::spool::layout::{classify, Name};
-use crate::spool::{publish, Engine, Spool};
+use crate::spool::examine::{Item, Origin};
+use crate::spool::layout::{classify, Name, Sub};
+use crate::spool::{Engine, Spool};
 
 /// What an operator names in `revoke`: a serial, a request id, or text that is both.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +95,8 @@ pub struct Found {
     pub ip: String,
     /// RFC 3339.
     pub not_after: String,
+    /// The leaf certificate as issued (PEM).
+    pub certificate: String,
 }
 
 /// A revocation recorded by [`revoke`].
@@ -160,6 +169,7 @@ pub fn find(
                 kind: owner,
                 ip,
                 not_after,
+                certificate,
                 ..
             },
         ..
@@ -196,6 +206,7 @@ pub fn find(
         kind: owner,
         ip,
         not_after,
+        certificate,
     })
 }
 
@@ -243,9 +254,13 @@ pub struct RevocationRequest {
     pub request_id: Option<String>,
     /// RFC 5280 reason name.
     pub reason: String,
-    /// The type of the request that owns the certificate (default `webhook`).
-    #[serde(rename = "type", default = "default_type")]
-    pub kind: String,
+    /// Base64 signature by the certificate's key over the revocation message
+    /// ([`crate::proof::message`]); without it the request waits for an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+    /// The type of the request that owns the certificate; when given it must be that type.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// Free-form key/value pairs (kept in the archived file, never acted on).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
@@ -271,7 +286,7 @@ pub enum RevocationStatus {
 pub struct RevocationRecord {
     /// The revocation request's id (the file stem).
     pub request_id: RequestId,
-    /// The type named in the request.
+    /// The type named in the request, else the certificate's own type once known.
     #[serde(rename = "type")]
     pub kind: String,
     /// pending, revoked or denied.
@@ -295,6 +310,8 @@ pub struct RevocationRecord {
 /// Why a revocation request was refused: the `reason` codes of its record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// `bad_proof`: the proof is not the certificate key's signature over the message.
+    BadProof,
     /// `bad_reason`: not an RFC 5280 reason name (or `removeFromCRL`).
     BadReason,
     /// `denied_by_operator`.
@@ -319,6 +336,7 @@ impl Refusal {
     /// The stable code.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::BadProof => "bad_proof",
             Self::BadReason => "bad_reason",
             Self::DeniedByOperator => "denied_by_operator",
             Self::Expired => "expired",
@@ -374,65 +392,61 @@ pub struct Handled {
 /// An operator's decision on a held revocation request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// `approve ID`: revoke now (the certificate is looked up again).
+    /// `approve --revocation ID`: revoke now (the certificate is looked up again).
     Approve,
-    /// `deny ID --reason TEXT`.
+    /// `deny --revocation ID --reason TEXT`.
     Deny(String),
     /// The profile's `held_ttl` ran out ([`expire_held`]).
     Expire,
 }
 
-/// The engine's hook for a claimed `processing/<id>.revoke.json` (`name` is the file name,
-/// `claimed` its path in `processing/`): decides it and publishes the outcome; the file ends in
-/// `archive/`, `held/` or `rejected/`, or — when the ledger cannot be written — back in
-/// `incoming/` with the error returned. Must not be called while holding the engine's ledger.
-pub fn handle_spool_file(
-    engine: &Engine,
-    name: &OsStr,
-    claimed: &Path,
-) -> Result<Handled, LifecycleError> {
+/// The engine's hook for a claimed `processing/<id>.revoke.json`: decides it and publishes
+/// the outcome; the file ends in `archive/`, `held/` or `rejected/`, or — when the ledger
+/// cannot be written — back where it came from with the error returned. Must not be called
+/// while holding the engine's ledger.
+pub fn handle_spool_file(engine: &Engine, item: &Item) -> Result<Handled, LifecycleError> {
     let spool = &engine.spool;
-    let id = match classify(name) {
+    let id = match classify(&item.name) {
         Name::Revocation(id) => id,
-        Name::Bad(reason) => return reject(spool, name, claimed, &reason),
+        Name::Bad(reason) => return reject(spool, item, &reason),
         _ => {
             return reject(
                 spool,
-                name,
-                claimed,
+                item,
                 "not a revocation request name (<id>.revoke.json)",
             )
         }
     };
-    let content = match fsx::read_untrusted(claimed, MAX_BYTES) {
+    let content = match spool.read_untrusted(Sub::Processing, &item.claimed, MAX_BYTES) {
         Ok(Untrusted::Content(c)) => Some(c),
         Ok(Untrusted::TooLarge(_)) => None,
         Ok(Untrusted::NotRegular(what)) => {
             return reject(
                 spool,
-                name,
-                claimed,
+                item,
                 &format!(
                 "{what}, not a regular file: requests must be plain files (never followed or read)"
             ),
             )
         }
-        Err(e) => return Err(LifecycleError::io(claimed, e)),
+        Err(e) => return Err(LifecycleError::io(&spool.path(Sub::Processing), e)),
     };
     // An earlier outcome: never decide twice.
     if let Some(record) = read_record(spool, &id) {
-        let dir = if record.status == RevocationStatus::Pending {
-            spool.held()
+        let sub = if record.status == RevocationStatus::Pending {
+            Sub::Held
         } else {
-            spool.archive()
+            Sub::Archive
         };
-        let original = dir.join(name);
-        if original.exists() && original != claimed {
-            let same = content
-                .as_ref()
-                .is_some_and(|c| std::fs::read(&original).is_ok_and(|o| &o == c));
+        if spool.exists(sub, &item.name) {
+            let same = content.as_ref().is_some_and(|c| {
+                spool
+                    .dir(sub)
+                    .read_small(&item.name, MAX_BYTES)
+                    .is_some_and(|o| &o == c)
+            });
             if same {
-                let _ = std::fs::remove_file(claimed);
+                let _ = spool.remove(Sub::Processing, &item.claimed);
                 return Ok(Handled {
                     decision: Decision::Unchanged,
                     record: Some(record),
@@ -441,13 +455,12 @@ pub fn handle_spool_file(
             }
             return reject(
                 spool,
-                name,
-                claimed,
+                item,
                 &format!("duplicate_request: revocation request {id} was already decided with different content; its record stays as it was (use a new id)"),
             );
         }
         // A crash between the record and the move: finish the move.
-        move_into(claimed, &dir, name)?;
+        move_into(spool, item, sub)?;
         let decision = match record.status {
             RevocationStatus::Pending => Decision::Held,
             RevocationStatus::Revoked => Decision::Revoked,
@@ -459,42 +472,46 @@ pub fn handle_spool_file(
             crl: None,
         });
     }
-    let result = decide(engine, &id, name, claimed, content.as_deref(), None);
+    let result = decide(engine, &id, item, content.as_deref(), None);
     if result.is_err() {
         // Nothing was published: queue the file again.
-        let _ = publish::claim(claimed, &spool.incoming().join(name));
+        put_back(spool, item);
     }
     result
 }
 
 /// Decides a revocation request held in `held/<id>.revoke.json` by an operator's verdict (the
-/// hook for `approve` / `deny`). `Ok(None)` when no such request is held.
+/// hook for `approve --revocation` / `deny --revocation`): the file is claimed and read again,
+/// and the certificate looked up in the ledger again. `Ok(None)` when no such request is held.
 pub fn decide_held(
     engine: &Engine,
     id: &RequestId,
     verdict: Verdict,
 ) -> Result<Option<Handled>, LifecycleError> {
     let spool = &engine.spool;
-    let name = format!("{id}.revoke.json");
-    let from = spool.held().join(&name);
-    let to = spool.processing().join(&name);
-    if !publish::claim(&from, &to).map_err(|e| LifecycleError::io(&from, e))? {
+    spool
+        .check()
+        .map_err(|e| LifecycleError::io(&spool.root, io::Error::other(e.to_string())))?;
+    let name = OsString::from(format!("{id}.revoke.json"));
+    if !spool
+        .move_file(Sub::Held, &name, Sub::Processing, &name)
+        .map_err(|e| LifecycleError::io(&spool.path(Sub::Held), e))?
+    {
         return Ok(None);
     }
-    let content = match fsx::read_untrusted(&to, MAX_BYTES) {
+    let item = Item {
+        name: name.clone(),
+        claimed: name,
+        origin: Origin::Held,
+        started: std::time::Instant::now(),
+    };
+    let content = match spool.read_untrusted(Sub::Processing, &item.claimed, MAX_BYTES) {
         Ok(Untrusted::Content(c)) => Some(c),
         _ => None,
     };
-    let result = decide(
-        engine,
-        id,
-        OsStr::new(&name),
-        &to,
-        content.as_deref(),
-        Some(verdict),
-    );
+    let result = decide(engine, id, &item, content.as_deref(), Some(verdict));
     if result.is_err() {
-        let _ = publish::claim(&to, &from);
+        put_back(spool, &item);
     }
     result.map(Some)
 }
@@ -503,14 +520,14 @@ pub fn decide_held(
 /// (reason `expired`), as the engine does for held certificate requests; returns how many.
 /// The hook for the daemon's rescan and for `approve`/`deny`, next to `Engine::expire_held`.
 pub fn expire_held(engine: &Engine) -> usize {
-    let Ok(entries) = std::fs::read_dir(engine.spool.held()) else {
+    let Ok(entries) = engine.spool.entries(Sub::Held) else {
         return 0;
     };
     let policy = engine.policy();
     let now = Utc::now();
     let mut expired = 0;
-    for e in entries.flatten() {
-        let Name::Revocation(id) = classify(&e.file_name()) else {
+    for (name, _) in entries {
+        let Name::Revocation(id) = classify(&name) else {
             continue;
         };
         let Some(record) = read_record(&engine.spool, &id) else {
@@ -533,29 +550,28 @@ pub fn expire_held(engine: &Engine) -> usize {
     expired
 }
 
-/// Whether `held/<id>.revoke.json` exists (so that `approve`/`deny` know where to route).
+/// Whether `held/<id>.revoke.json` exists (so that `approve`/`deny` can say where to look).
 pub fn is_held(spool: &Spool, id: &RequestId) -> bool {
-    spool.held().join(format!("{id}.revoke.json")).exists()
+    spool.exists(Sub::Held, OsStr::new(&format!("{id}.revoke.json")))
 }
 
 /// The record of a revocation request, if one exists and parses.
 pub fn read_record(spool: &Spool, id: &RequestId) -> Option<RevocationRecord> {
-    match fsx::read_untrusted(&record_path(spool, id), 1 << 20) {
-        Ok(Untrusted::Content(c)) => serde_json::from_slice(&c).ok(),
-        _ => None,
-    }
+    let bytes = spool
+        .dir(Sub::Status)
+        .read_small(&record_name(id), 1 << 20)?;
+    serde_json::from_slice(&bytes).ok()
 }
 
-/// `status/<id>.revoke.json`.
-pub fn record_path(spool: &Spool, id: &RequestId) -> std::path::PathBuf {
-    spool.status().join(format!("{id}.revoke.json"))
+/// `<id>.revoke.json`, the record's name in `status/`.
+pub fn record_name(id: &RequestId) -> OsString {
+    OsString::from(format!("{id}.revoke.json"))
 }
 
 fn decide(
     engine: &Engine,
     id: &RequestId,
-    name: &OsStr,
-    claimed: &Path,
+    item: &Item,
     content: Option<&[u8]>,
     verdict: Option<Verdict>,
 ) -> Result<Handled, LifecycleError> {
@@ -576,7 +592,7 @@ fn decide(
         record.status = RevocationStatus::Denied;
         record.reason = Some(code.as_str().to_owned());
         record.message = message;
-        publish_record(spool, name, claimed, record, Decision::Denied, None)
+        publish_record(spool, item, record, Decision::Denied, None)
     };
     let Some(content) = content else {
         return deny(
@@ -593,16 +609,13 @@ fn decide(
             return deny(
                 record,
                 Refusal::InvalidRequest,
-                format!("the revocation request is not valid: {e}; write {{\"serial\" or \"request_id\", \"reason\", \"type\"}} as JSON"),
+                format!("the revocation request is not valid: {e}; write {{\"serial\" or \"request_id\", \"reason\", \"proof\"}} as JSON"),
             )
         }
     };
-    record.kind = request
-        .kind
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect();
+    if let Some(kind) = &request.kind {
+        record.kind = shorten(kind).chars().take(64).collect();
+    }
     let target = match (&request.serial, &request.request_id) {
         (Some(s), None) => match Serial::parse(s) {
             Some(s) => Target::Serial(s),
@@ -635,84 +648,22 @@ fn decide(
     };
     record.revocation_reason = Some(reason.as_str().to_owned());
     let policy = engine.policy();
-    let Some(profile) = policy.profile(&request.kind) else {
-        let known: Vec<&str> = policy.profiles.iter().map(|p| p.name.as_str()).collect();
-        return deny(
-            record,
-            Refusal::UnknownType,
-            format!(
-                "type {:?} is not one this CA issues for: use one of {}",
-                shorten(&request.kind),
-                known.join(", ")
-            ),
-        );
-    };
-    match &verdict {
-        Some(Verdict::Deny(text)) => {
-            let text = if text.is_empty() {
-                "denied by the CA operator".to_owned()
-            } else {
-                text.clone()
-            };
-            return deny(record, Refusal::DeniedByOperator, text);
-        }
-        Some(Verdict::Expire) => {
-            let ttl = crate::duration::format(profile.settings.held_ttl);
+    if let Some(kind) = &request.kind {
+        if policy.profile(kind).is_none() {
+            let known: Vec<&str> = policy.profiles.iter().map(|p| p.name.as_str()).collect();
             return deny(
                 record,
-                Refusal::Expired,
-                format!("no operator decided within {ttl}; submit the revocation request again"),
+                Refusal::UnknownType,
+                format!(
+                    "type {:?} is not one this CA issues for: use one of {}, or leave it out",
+                    shorten(kind),
+                    known.join(", ")
+                ),
             );
         }
-        Some(Verdict::Approve) | None => {}
     }
-    let manual = verdict.is_none() && profile.settings.revocation == Approval::Manual;
-    let outcome = engine.with_ledger(|l| {
-        if manual {
-            find(l, &target, Some(&request.kind)).map(|found| (found, None))
-        } else {
-            revoke(l, &target, reason, Some(&request.kind))
-                .map(|r| (r.certificate, Some(r.revoked_at)))
-        }
-    });
-    match outcome {
-        Ok((found, revoked_at)) => {
-            record.serial = Some(found.serial.clone());
-            record.certificate_request_id = Some(found.request_id.clone());
-            match revoked_at {
-                None => {
-                    record.status = RevocationStatus::Pending;
-                    record.message = format!(
-                        "held for the CA operator's approval: revoke certificate {} (request {}, {})",
-                        found.serial, found.request_id, found.ip
-                    );
-                    publish_record(spool, name, claimed, record, Decision::Held, None)
-                }
-                Some(at) => {
-                    record.status = RevocationStatus::Revoked;
-                    record.revoked_at = Some(rfc3339(at));
-                    let crl = match crl::maybe_resign(engine, None) {
-                        Ok(signed) => signed,
-                        Err(e) => {
-                            tracing::error!(error = %e, "the certificate is revoked but the CRL could not be signed; the daemon will retry");
-                            None
-                        }
-                    };
-                    record.message = format!(
-                        "certificate {} (request {}, {}) revoked: {}{}",
-                        found.serial,
-                        found.request_id,
-                        found.ip,
-                        reason,
-                        match &crl {
-                            Some(c) => format!("; CRL number {} published", c.number),
-                            None => String::new(),
-                        }
-                    );
-                    publish_record(spool, name, claimed, record, Decision::Revoked, crl)
-                }
-            }
-        }
+    let found = match engine.with_ledger(|l| find(l, &target, request.kind.as_deref())) {
+        Ok(found) => found,
         Err(LifecycleError::AlreadyRevoked {
             serial,
             request_id,
@@ -727,7 +678,120 @@ fn decide(
             record.certificate_request_id = Some(request_id);
             record.revocation_reason = Some(earlier);
             record.revoked_at = Some(revoked_at);
-            publish_record(spool, name, claimed, record, Decision::Revoked, None)
+            return publish_record(spool, item, record, Decision::Revoked, None);
+        }
+        Err(LifecycleError::NotFound(message)) => {
+            return deny(record, Refusal::UnknownCertificate, message)
+        }
+        Err(e @ LifecycleError::WrongType { .. }) => {
+            return deny(record, Refusal::WrongType, e.to_string())
+        }
+        Err(e) => return Err(e),
+    };
+    record.serial = Some(found.serial.clone());
+    record.certificate_request_id = Some(found.request_id.clone());
+    if request.kind.is_none() {
+        record.kind = found.kind.clone();
+    }
+    let profile = policy.profile(&found.kind);
+    let mode = profile.map_or(policy.defaults.revocation, |p| p.settings.revocation);
+    let proof = request
+        .proof
+        .as_deref()
+        .map(|p| check_proof(&found, reason, p));
+    let what = format!(
+        "certificate {} (request {}, {})",
+        found.serial, found.request_id, found.ip
+    );
+    match &verdict {
+        Some(Verdict::Deny(text)) => {
+            let text = if text.is_empty() {
+                "denied by the CA operator".to_owned()
+            } else {
+                text.clone()
+            };
+            return deny(record, Refusal::DeniedByOperator, text);
+        }
+        Some(Verdict::Expire) => {
+            let ttl = crate::duration::format(
+                profile.map_or(policy.defaults.held_ttl, |p| p.settings.held_ttl),
+            );
+            return deny(
+                record,
+                Refusal::Expired,
+                format!("no operator decided within {ttl}; submit the revocation request again"),
+            );
+        }
+        Some(Verdict::Approve) => {}
+        None => {
+            let hold = |mut record: RevocationRecord, why: String| {
+                record.status = RevocationStatus::Pending;
+                record.message = format!(
+                    "held for the CA operator: revoke {what}? {why}; the operator decides with \
+                     `smsgate-ca approve --revocation {id}` or `deny --revocation {id}`"
+                );
+                publish_record(spool, item, record, Decision::Held, None)
+            };
+            match (mode, proof) {
+                (Revocation::Proof, Some(Ok(()))) => {}
+                (Revocation::Proof, Some(Err(e))) => {
+                    return deny(record, Refusal::BadProof, e.to_string())
+                }
+                (Revocation::Proof, None) => {
+                    return hold(
+                        record,
+                        "the request carries no proof of possession of the certificate's key"
+                            .into(),
+                    )
+                }
+                (Revocation::Manual, proof) => {
+                    let about = match proof {
+                        Some(Ok(())) => "its proof verifies with the certificate's key",
+                        Some(Err(_)) => "its proof does NOT verify with the certificate's key",
+                        None => "it carries no proof",
+                    };
+                    return hold(
+                        record,
+                        format!(
+                            "the policy holds every revocation (revocation = \"manual\"); {about}"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let outcome = engine.with_ledger(|l| revoke(l, &target, reason, request.kind.as_deref()));
+    match outcome {
+        Ok(revoked) => {
+            record.status = RevocationStatus::Revoked;
+            record.revoked_at = Some(rfc3339(revoked.revoked_at));
+            let crl = match crl::maybe_resign(engine, None) {
+                Ok(signed) => signed,
+                Err(e) => {
+                    tracing::error!(error = %e, "the certificate is revoked but the CRL could not be signed; the daemon will retry");
+                    None
+                }
+            };
+            record.message = format!(
+                "{what} revoked: {reason}{}",
+                match &crl {
+                    Some(c) => format!("; CRL number {} published", c.number),
+                    None => String::new(),
+                }
+            );
+            publish_record(spool, item, record, Decision::Revoked, crl)
+        }
+        Err(LifecycleError::AlreadyRevoked {
+            revoked_at,
+            reason: earlier,
+            ..
+        }) => {
+            record.status = RevocationStatus::Revoked;
+            record.message =
+                format!("{what} was already revoked at {revoked_at} ({earlier}); nothing changed");
+            record.revocation_reason = Some(earlier);
+            record.revoked_at = Some(revoked_at);
+            publish_record(spool, item, record, Decision::Revoked, None)
         }
         Err(LifecycleError::NotFound(message)) => {
             deny(record, Refusal::UnknownCertificate, message)
@@ -739,28 +803,39 @@ fn decide(
     }
 }
 
+/// Checks a proof against the certificate the ledger holds for the serial.
+fn check_proof(
+    found: &Found,
+    reason: RevocationReason,
+    proof: &str,
+) -> Result<(), crate::proof::ProofError> {
+    let cert = openssl::x509::X509::from_pem(found.certificate.as_bytes())
+        .map_err(|_| crate::proof::ProofError::Mismatch)?;
+    crate::proof::verify_certificate(&cert, reason, proof)
+}
+
 /// Writes the record (the commit point), then moves the file to `held/` or `archive/`.
 fn publish_record(
     spool: &Spool,
-    name: &OsStr,
-    claimed: &Path,
+    item: &Item,
     record: RevocationRecord,
     decision: Decision,
     crl: Option<crl::Signed>,
 ) -> Result<Handled, LifecycleError> {
-    let path = record_path(spool, &record.request_id);
     let mut json = serde_json::to_vec_pretty(&record).expect("records always serialise");
     json.push(b'\n');
-    fsx::write_atomic(&path, &json, fsx::MODE_PUBLIC).map_err(|e| LifecycleError::io(&path, e))?;
-    let dir = if decision == Decision::Held {
-        spool.held()
+    spool
+        .publish(Sub::Status, &record_name(&record.request_id), &json)
+        .map_err(|e| LifecycleError::io(&spool.path(Sub::Status), e))?;
+    let sub = if decision == Decision::Held {
+        Sub::Held
     } else {
-        spool.archive()
+        Sub::Archive
     };
-    move_into(claimed, &dir, name)?;
+    move_into(spool, item, sub)?;
     tracing::info!(
         request_id = %record.request_id,
-        file = %name.to_string_lossy(),
+        file = %item.name.to_string_lossy(),
         r#type = %record.kind,
         decision = decision.as_str(),
         reason = record.reason.as_deref().unwrap_or(""),
@@ -774,24 +849,30 @@ fn publish_record(
     })
 }
 
-fn move_into(claimed: &Path, dir: &Path, name: &OsStr) -> Result<(), LifecycleError> {
-    let to = dir.join(name);
-    std::fs::rename(claimed, &to).map_err(|e| LifecycleError::io(&to, e))?;
-    fsx::sync_dir(dir).map_err(|e| LifecycleError::io(dir, e))
+fn move_into(spool: &Spool, item: &Item, sub: Sub) -> Result<(), LifecycleError> {
+    spool
+        .move_replacing(Sub::Processing, &item.claimed, sub, &item.name)
+        .and_then(|()| spool.sync(sub))
+        .map_err(|e| LifecycleError::io(&spool.path(sub), e))
 }
 
-fn reject(
-    spool: &Spool,
-    name: &OsStr,
-    claimed: &Path,
-    reason: &str,
-) -> Result<Handled, LifecycleError> {
-    match publish::reject(spool, claimed, name, reason) {
+/// Puts a claimed file back where it came from after a failure before anything was published.
+fn put_back(spool: &Spool, item: &Item) {
+    let back = if item.origin == Origin::Held {
+        Sub::Held
+    } else {
+        Sub::Incoming
+    };
+    let _ = spool.move_file(Sub::Processing, &item.claimed, back, &item.name);
+}
+
+fn reject(spool: &Spool, item: &Item, reason: &str) -> Result<Handled, LifecycleError> {
+    match spool.reject(Sub::Processing, &item.claimed, &item.name, reason) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(LifecycleError::io(claimed, e)),
+        Err(e) => return Err(LifecycleError::io(&spool.path(Sub::Processing), e)),
     }
-    tracing::warn!(file = %name.to_string_lossy(), reason, decision = "rejected", "rejected a file that is not a revocation request");
+    tracing::warn!(file = %item.name.to_string_lossy(), reason, decision = "rejected", "rejected a file that is not a revocation request");
     Ok(Handled {
         decision: Decision::Rejected,
         record: None,
@@ -816,15 +897,11 @@ fn not_found_message(target: &Target) -> String {
     }
 }
 
-fn state_dir(ledger: &Path) -> std::path::PathBuf {
+fn state_dir(ledger: &std::path::Path) -> std::path::PathBuf {
     match ledger.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => std::path::PathBuf::from("."),
     }
-}
-
-fn default_type() -> String {
-    RequestType::Webhook.as_str().to_owned()
 }
 
 fn shorten(s: &str) -> String {
@@ -871,7 +948,14 @@ mod tests {
     fn requests_parse() {
         let r: RevocationRequest =
             serde_json::from_str(r#"{"serial":"01","reason":"superseded"}"#).unwrap();
-        assert_eq!(r.kind, "webhook");
+        assert_eq!(r.kind, None);
+        assert_eq!(r.proof, None);
+        let r: RevocationRequest = serde_json::from_str(
+            r#"{"request_id":"r1","reason":"keyCompromise","proof":"AAAA","type":"webhook"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.kind.as_deref(), Some("webhook"));
+        assert_eq!(r.proof.as_deref(), Some("AAAA"));
         assert!(serde_json::from_str::<RevocationRequest>(r#"{"reason":"x","extra":1}"#).is_err());
     }
 

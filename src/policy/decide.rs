@@ -94,7 +94,10 @@ pub fn decide(facts: &CsrFacts, kind: &str, policy: &Policy, ctx: &Context) -> E
             ),
         ),
     });
-    v.push(if facts.signature_valid {
+    v.push(if !super::key::signature_checkable(&facts.key_material) {
+        // A point that is nobody's key: its "signature" means nothing (the key rule says why).
+        skip("signature")
+    } else if facts.signature_valid {
         pass("signature", "the CSR's self-signature verifies".into())
     } else {
         fail("signature", Reason::BadSignature, "the CSR's signature does not verify with its own key: make a new CSR with the private key it carries".into())
@@ -202,7 +205,10 @@ fn key_rule(facts: &CsrFacts, s: &super::Settings, v: &mut Vec<Verdict>) -> Opti
         }
     };
     let t = key_type.expect("every arm above that reaches here is Some");
-    if s.key_types.contains(&t) {
+    if let Err((reason, message)) = super::key::check(&facts.key_material) {
+        v.push(fail("key", reason, message));
+        None
+    } else if s.key_types.contains(&t) {
         v.push(pass("key", format!("{t} is accepted")));
         Some(t)
     } else {

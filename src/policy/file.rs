@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::range::{non_global, RangeSet};
-use super::{Approval, Policy, PolicyError, Profile, Settings};
+use super::{Approval, Policy, PolicyError, Profile, Revocation, Settings};
 use crate::key_type::KeyType;
 use crate::request::RequestType;
 
@@ -35,7 +35,7 @@ struct FileSettings {
     max_csr_bytes: Option<Spanned<u64>>,
     held_ttl: Option<Spanned<String>>,
     subject_cn: Option<bool>,
-    revocation: Option<Approval>,
+    revocation: Option<Spanned<String>>,
     crl_url: Option<Spanned<String>>,
     ca_issuers_url: Option<Spanned<String>>,
 }
@@ -57,7 +57,7 @@ struct FileProfile {
     max_csr_bytes: Option<Spanned<u64>>,
     held_ttl: Option<Spanned<String>>,
     subject_cn: Option<bool>,
-    revocation: Option<Approval>,
+    revocation: Option<Spanned<String>>,
     crl_url: Option<Spanned<String>>,
     ca_issuers_url: Option<Spanned<String>>,
 }
@@ -73,7 +73,7 @@ impl FileProfile {
             max_csr_bytes: self.max_csr_bytes.clone(),
             held_ttl: self.held_ttl.clone(),
             subject_cn: self.subject_cn,
-            revocation: self.revocation,
+            revocation: self.revocation.clone(),
             crl_url: self.crl_url.clone(),
             ca_issuers_url: self.ca_issuers_url.clone(),
         }
@@ -238,7 +238,7 @@ fn render_settings(out: &mut String, s: &Settings) {
         crate::duration::format(s.held_ttl)
     ));
     out.push_str(&format!("subject_cn = {}\n", s.subject_cn));
-    out.push_str(&format!("revocation = \"{}\"\n", approval(s.revocation)));
+    out.push_str(&format!("revocation = \"{}\"\n", s.revocation.as_str()));
     if let Some(u) = &s.crl_url {
         out.push_str(&format!("crl_url = {}\n", toml::Value::String(u.clone())));
     }
@@ -265,7 +265,7 @@ fn builtin_settings() -> Settings {
         max_csr_bytes: 16_384,
         held_ttl: Duration::from_secs(30 * 86_400),
         subject_cn: false,
-        revocation: Approval::Auto,
+        revocation: Revocation::Proof,
         crl_url: None,
         ca_issuers_url: None,
     }
@@ -298,8 +298,27 @@ fn apply(base: &Settings, f: &FileSettings, err: &ErrFn<'_>) -> Result<Settings,
     if let Some(a) = f.approval {
         s.approval = a;
     }
-    if let Some(r) = f.revocation {
-        s.revocation = r;
+    if let Some(r) = &f.revocation {
+        s.revocation = match r.get_ref().as_str() {
+            "proof" => Revocation::Proof,
+            "manual" => Revocation::Manual,
+            "auto" => {
+                return Err(err(
+                    Some(r.span()),
+                    "revocation = \"auto\" is gone: it let anyone who can write the spool revoke \
+                     any certificate; use revocation = \"proof\" (carried out when signed by the \
+                     certificate's own key, else held for an operator) or \"manual\" (every \
+                     revocation held) (DESIGN §9)"
+                        .into(),
+                ))
+            }
+            other => {
+                return Err(err(
+                    Some(r.span()),
+                    format!("revocation = {other:?} is not a choice: use \"proof\" or \"manual\""),
+                ))
+            }
+        };
     }
     if let Some(list) = &f.key_types {
         let mut types = Vec::new();

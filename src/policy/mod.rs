@@ -7,6 +7,7 @@
 
 mod decide;
 mod file;
+mod key;
 pub mod range;
 mod reason;
 
@@ -67,8 +68,8 @@ pub struct Settings {
     pub held_ttl: Duration,
     /// Put `CN=<ip>` in the subject (legacy clients).
     pub subject_cn: bool,
-    /// Whether revocation requests from the spool are carried out at once or held.
-    pub revocation: Approval,
+    /// What a revocation request from the spool needs (DESIGN §9).
+    pub revocation: Revocation,
     /// CRL distribution point URL for issued certificates.
     pub crl_url: Option<String>,
     /// AIA caIssuers URL for issued certificates.
@@ -83,6 +84,26 @@ pub enum Approval {
     Auto,
     /// Hold for an operator.
     Manual,
+}
+
+/// What a revocation request from the spool needs to be carried out (DESIGN §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// Held for an operator, whatever it carries.
+    Manual,
+    /// Carried out when its proof (a signature by the certificate's key) verifies; held
+    /// without a proof; denied `bad_proof` with a wrong one.
+    Proof,
+}
+
+impl Revocation {
+    /// The policy file's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Proof => "proof",
+        }
+    }
 }
 
 /// What policy decided.

@@ -1158,3 +1158,30 @@ fn all_allow_ranges_is_the_outer_union_of_the_profiles() {
     let cn = policy_with("", "subject_cn = true", "");
     assert!(cn.any_subject_cn());
 }
+
+/// Issue 9: `revocation = "auto"` let anyone who writes the spool revoke any certificate. A
+/// policy still saying it is a load error naming the line and the replacement; the default is
+/// `proof`.
+#[test]
+fn issue_9_revocation_auto_is_a_load_error_naming_the_line_and_the_replacement() {
+    let text = "version = 1\n\n[profiles.webhook]\nserial_prefix = 1\n\
+                allow = [\"10.0.0.0/8\"]\nrevocation = \"auto\"\n";
+    let e = Policy::from_toml(text, Path::new("p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("p.toml:6:"), "{e}");
+    assert!(e.contains("\"proof\"") && e.contains("\"manual\""), "{e}");
+    let ok =
+        Policy::from_toml(&text.replace("\"auto\"", "\"manual\""), Path::new("p.toml")).unwrap();
+    assert_eq!(
+        ok.profile("webhook").unwrap().settings.revocation,
+        Revocation::Manual
+    );
+    assert_eq!(
+        Policy::builtin_default().defaults.revocation,
+        Revocation::Proof
+    );
+    let rendered = ok.to_toml();
+    assert!(rendered.contains("revocation = \"manual\""), "{rendered}");
+    Policy::from_toml(&rendered, Path::new("r.toml")).unwrap();
+}

@@ -89,11 +89,21 @@ pub enum KeyError {
 }
 
 impl PassphraseSource {
-    /// Reads the passphrase; `confirm` asks twice on a terminal (when creating a key).
+    /// Reads the passphrase; `confirm` asks twice on a terminal (when creating a key). A
+    /// passphrase file must be private (0600 or stricter), like a key file.
     pub fn read(&self, confirm: bool) -> Result<Option<Passphrase>, KeyError> {
+        self.read_allowing(confirm, false)
+    }
+
+    /// Like [`PassphraseSource::read`]; `allow_loose` is `--allow-loose-permissions`.
+    pub fn read_allowing(
+        &self,
+        confirm: bool,
+        allow_loose: bool,
+    ) -> Result<Option<Passphrase>, KeyError> {
         match self {
             Self::None => Ok(None),
-            Self::File(path) => read_passphrase_file(path).map(Some),
+            Self::File(path) => read_passphrase_file(path, allow_loose).map(Some),
             Self::Prompt => {
                 if !std::io::stdin().is_terminal() {
                     return Err(KeyError::NoTerminal);
@@ -149,7 +159,7 @@ pub fn load(
         let pass = match source {
             PassphraseSource::None => return Err(KeyError::NeedPassphrase(path.to_owned())),
             other => other
-                .read(false)?
+                .read_allowing(false, allow_loose)?
                 .ok_or_else(|| KeyError::NeedPassphrase(path.to_owned()))?,
         };
         PKey::private_key_from_pem_passphrase(&pem, pass.expose())
@@ -159,11 +169,15 @@ pub fn load(
     }
 }
 
-fn read_passphrase_file(path: &Path) -> Result<Passphrase, KeyError> {
-    let mut bytes = std::fs::read(path).map_err(|source| KeyError::PassphraseFile {
-        path: path.to_owned(),
-        source,
+fn read_passphrase_file(path: &Path, allow_loose: bool) -> Result<Passphrase, KeyError> {
+    // Refused like a key file when group or others may read it (DESIGN §9).
+    let secret = fsx::read_secret(path, allow_loose, MAX_PASSPHRASE_BYTES).map_err(|source| {
+        KeyError::PassphraseFile {
+            path: path.to_owned(),
+            source,
+        }
     })?;
+    let mut bytes = secret.to_vec();
     // A trailing newline (CRLF too) is not part of the secret (DESIGN §6).
     while matches!(bytes.last(), Some(b'\n' | b'\r')) {
         bytes.pop();
@@ -182,6 +196,9 @@ fn prompt(text: &str) -> Result<Passphrase, KeyError> {
     Ok(Passphrase::new(s.into_bytes()))
 }
 
+/// The largest passphrase file read.
+const MAX_PASSPHRASE_BYTES: u64 = 4096;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +209,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pass_file = dir.path().join("pass");
         std::fs::write(&pass_file, "correct horse\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pass_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let key = KeyType::EcP256.generate().unwrap();
         let src = PassphraseSource::File(pass_file.clone());
         let pass = src.read(false).unwrap().unwrap();

@@ -3,9 +3,12 @@
 //!
 //! A batch goes through the phases of DESIGN §2 with one flush per phase instead of one per
 //! file (group commit):
-//! 1. claim (rename into `processing/`) and examine each file: read it carefully, look for an
-//!    earlier outcome (status record, ledger), ask policy;
-//! 2. append `intent` and `denied` events to the ledger (one flush);
+//! 1. claim (rename into `processing/<id>.request`, one claim per id across processes) and
+//!    examine each file: read it carefully, look for an earlier outcome (status record,
+//!    ledger), ask policy;
+//! 2. append `intent` and `denied` events to the ledger (one flush) — an approval whose id the
+//!    ledger, caught up under its exclusive lock, already decided (or whose status record is
+//!    final) is refused there and becomes a `duplicate_request`: never signed twice (DESIGN §9);
 //! 3. sign each approved plan;
 //! 4. append `issued` events (one flush);
 //! 5. publish: certificates, then status records (the commit point), then move the requests to
@@ -17,27 +20,26 @@
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use chrono::Utc;
 
-use super::examine::{self, Work};
-use super::layout::{classify, Name, Spool};
+use super::examine::{self, Item, Origin, Work};
+use super::layout::{classify, Name, Spool, Sub};
 use super::publish::{self, Publication};
+use super::writers::{Verdict, Writers};
 use crate::ledger::{Event, Ledger};
 use crate::policy::{self, Policy};
-use crate::request::RequestId;
+use crate::request::{RequestId, Status};
 use crate::signer::ca::Ca;
 use crate::signer::issue;
 use crate::signer::serial::Serial;
 
 /// Decides a claimed `<id>.revoke.json` (the lifecycle module provides it, so that the spool
-/// does not depend on revocation). `Err` means the file went back to `incoming/` for later.
-pub type RevocationHandler =
-    Box<dyn Fn(&Engine, &OsStr, &Path) -> Result<(), String> + Send + Sync>;
+/// does not depend on revocation). `Err` means the file went back where it came from.
+pub type RevocationHandler = Box<dyn Fn(&Engine, &Item) -> Result<(), String> + Send + Sync>;
 
 /// Most files handled in one batch.
 pub const BATCH: usize = 64;
@@ -51,7 +53,7 @@ pub struct Engine {
     ledger: Mutex<Ledger>,
     in_flight: Mutex<HashSet<RequestId>>,
     /// Files a failed publish left in `processing/`, retried by [`Engine::retry_stranded`].
-    stranded: Mutex<Vec<OsString>>,
+    stranded: Mutex<Vec<Item>>,
     revocations: Option<RevocationHandler>,
     /// Decision counters since start.
     pub counters: Counters,
@@ -134,45 +136,64 @@ impl Engine {
         f(&mut l)
     }
 
-    /// Names in `incoming/` that may be requests (dot and temp names left out), oldest first.
-    pub fn scan_incoming(&self) -> io::Result<Vec<OsString>> {
-        scan(&self.spool.incoming())
-    }
-
-    /// Like [`Engine::scan_incoming`], but leaves out regular files modified in the last
-    /// `quiet` (they may still be being written in place; their close event, or a later
-    /// rescan, brings them).
-    /// Also returns how many files were left out.
-    pub fn scan_incoming_settled(
-        &self,
-        quiet: std::time::Duration,
-    ) -> io::Result<(Vec<OsString>, usize)> {
-        scan_filtered(&self.spool.incoming(), Some(quiet))
+    /// Names in `incoming/` that may be taken now (dot and temp names left out), oldest first,
+    /// and how many regular files were left because a process still holds them open for
+    /// writing (see [`super::writers`]): a file found by a scan rather than by its close or
+    /// rename event is taken only once closed (DESIGN §2).
+    pub fn scan_incoming(&self) -> io::Result<(Vec<OsString>, usize)> {
+        let entries = self.spool.entries(Sub::Incoming)?;
+        let files: HashSet<(u64, u64)> = entries
+            .iter()
+            .filter(|(name, _)| !is_in_progress(name))
+            .filter_map(|(_, st)| st.filter(|st| st.regular).map(|st| st.id))
+            .collect();
+        let writers = Writers::scan(&files);
+        let now = Utc::now().timestamp();
+        let mut skipped = 0;
+        let mut v: Vec<((i64, i64), OsString)> = Vec::new();
+        for (name, st) in entries {
+            if is_in_progress(&name) {
+                continue;
+            }
+            if let Some(st) = st.filter(|st| st.regular) {
+                if writers.verdict(&st, now) != Verdict::Closed {
+                    skipped += 1;
+                    continue;
+                }
+            }
+            v.push((st.map_or((0, 0), |st| (st.mtime, st.mtime_nsec)), name));
+        }
+        v.sort();
+        Ok((v.into_iter().map(|(_, n)| n).collect(), skipped))
     }
 
     /// At start, before any worker runs: finishes what a crash left in `processing/` — each
     /// file is completed from its status record or the ledger, or processed afresh if it was
     /// never signed — and removes stale temp files everywhere.
     pub fn recover(&self) -> Result<usize, BatchError> {
+        self.check_spool()?;
         // Not incoming/: producers' temp files there belong to them.
-        for dir in [
-            self.spool.issued(),
-            self.spool.status(),
-            self.spool.archive(),
-            self.spool.held(),
-            self.spool.rejected(),
-            self.spool.published(),
-            self.spool.processing(),
-        ] {
-            publish::remove_stale_temps(&dir);
+        for sub in Sub::ALL {
+            if sub != Sub::Incoming {
+                publish::remove_stale_temps(&self.spool, sub);
+            }
         }
-        let names = scan(&self.spool.processing()).map_err(|e| {
+        let names = scan(&self.spool, Sub::Processing).map_err(|e| {
             BatchError(format!(
                 "cannot read {}: {e}",
-                self.spool.processing().display()
+                self.spool.path(Sub::Processing).display()
             ))
         })?;
-        let done = self.finish_in_processing(names)?;
+        let items = names
+            .into_iter()
+            .map(|claimed| Item {
+                name: examine::recovered_name(&self.spool, &claimed),
+                claimed,
+                origin: Origin::Recovered,
+                started: Instant::now(),
+            })
+            .collect();
+        let done = self.finish_in_processing(items)?;
         if done > 0 {
             tracing::info!(
                 files = done,
@@ -186,68 +207,66 @@ impl Engine {
     /// `processing/`. Never the whole directory: a worker, or an operator's `approve`, may be
     /// handling the other files in it at this moment.
     pub fn retry_stranded(&self) -> Result<usize, BatchError> {
-        let names = std::mem::take(&mut *self.stranded.lock().expect("never poisoned"));
-        self.finish_in_processing(names)
+        let items = std::mem::take(&mut *self.stranded.lock().expect("never poisoned"));
+        self.finish_in_processing(items)
     }
 
     /// Runs files already in `processing/` through the batch phases, each id claimed in
     /// flight first (an id another worker holds is left for later).
-    fn finish_in_processing(&self, names: Vec<OsString>) -> Result<usize, BatchError> {
+    fn finish_in_processing(&self, items: Vec<Item>) -> Result<usize, BatchError> {
         let mut done = 0;
-        for chunk in names.chunks(BATCH) {
+        for chunk in items.chunks(BATCH) {
             let mut claimed = Vec::new();
-            for name in chunk {
-                if let Name::Request(id, _) | Name::Revocation(id) = classify(name) {
+            for item in chunk {
+                if let Some(id) = id_of(&item.name) {
                     if !self.in_flight.lock().expect("never poisoned").insert(id) {
                         self.stranded
                             .lock()
                             .expect("never poisoned")
-                            .push(name.clone());
+                            .push(item.clone());
                         continue;
                     }
                 }
-                claimed.push((name.clone(), self.spool.processing().join(name)));
+                claimed.push(item.clone());
             }
             done += self.run_claimed(claimed, None)?.handled;
         }
         Ok(done)
     }
 
-    /// Claims and processes up to [`BATCH`] names from `incoming/`.
+    /// Claims and processes up to [`BATCH`] names from `incoming/`. Refused (nothing claimed)
+    /// while a spool directory is swapped (DESIGN §9).
     pub fn process_names(&self, names: &[OsString]) -> Result<BatchOutcome, BatchError> {
+        self.check_spool()?;
         let mut claimed = Vec::new();
         let mut outcome = BatchOutcome::default();
         for name in names {
             match classify(name) {
                 Name::InProgress => {}
                 Name::Bad(reason) => {
-                    let from = self.spool.incoming().join(name);
-                    if publish::reject(&self.spool, &from, name, &reason).is_ok() {
+                    if self
+                        .spool
+                        .reject(Sub::Incoming, name, name, &reason)
+                        .is_ok()
+                    {
                         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(file = %name.to_string_lossy(), reason = %reason, decision = "rejected", "rejected a file that is not a request");
                         outcome.handled += 1;
                     }
                 }
                 Name::Request(id, _) | Name::Revocation(id) => {
-                    if !self
-                        .in_flight
-                        .lock()
-                        .expect("in-flight lock is never poisoned")
-                        .insert(id.clone())
-                    {
-                        outcome.deferred += 1;
-                        continue;
-                    }
-                    let to = self.spool.processing().join(name);
-                    match publish::claim(&self.spool.incoming().join(name), &to) {
-                        Ok(true) => claimed.push((name.clone(), to)),
+                    let to = claim_target(name, &id);
+                    match self.claim(&id, Sub::Incoming, name, &to) {
+                        Ok(true) => claimed.push(Item {
+                            name: name.clone(),
+                            claimed: to,
+                            origin: Origin::Incoming,
+                            started: Instant::now(),
+                        }),
                         Ok(false) => {
-                            self.release(&id);
-                            outcome.deferred +=
-                                usize::from(self.spool.incoming().join(name).exists());
+                            outcome.deferred += usize::from(self.spool.exists(Sub::Incoming, name));
                         }
                         Err(e) => {
-                            self.release(&id);
                             tracing::error!(file = %name.to_string_lossy(), error = %e, "cannot claim a request; will retry");
                             outcome.deferred += 1;
                         }
@@ -261,37 +280,64 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// Decides one held request by an operator (`approve` / `deny`): claims it from `held/`
-    /// and runs it through the same phases. Returns what was published.
+    /// Claims `from/name` into `processing/to` for `id`: in flight in this process first, then
+    /// by a rename that never replaces (one claim per id across processes).
+    fn claim(&self, id: &RequestId, from: Sub, name: &OsStr, to: &OsStr) -> io::Result<bool> {
+        if !self
+            .in_flight
+            .lock()
+            .expect("in-flight lock is never poisoned")
+            .insert(id.clone())
+        {
+            return Ok(false);
+        }
+        let r = self.spool.move_file(from, name, Sub::Processing, to);
+        if !matches!(r, Ok(true)) {
+            self.release(id);
+        }
+        r
+    }
+
+    /// Decides one held request by an operator (`approve` / `deny`): claims it from `held/`,
+    /// reads it again and runs it through the same phases (policy and ledger checked again).
+    /// Returns what was published; `None` when no such request is held.
     pub fn decide_held(
         &self,
         id: &RequestId,
         verdict: examine::Operator,
     ) -> Result<Option<Publication>, BatchError> {
+        self.check_spool()?;
         for ext in ["csr", "json"] {
             let name = OsString::from(format!("{id}.{ext}"));
-            let from = self.spool.held().join(&name);
-            if !from.exists() {
+            if !self.spool.exists(Sub::Held, &name) {
                 continue;
             }
-            self.in_flight
-                .lock()
-                .expect("in-flight lock is never poisoned")
-                .insert(id.clone());
-            let to = self.spool.processing().join(&name);
-            match publish::claim(&from, &to) {
+            let to = examine::claim_name(id);
+            match self.claim(id, Sub::Held, &name, &to) {
                 Ok(true) => {
+                    let item = Item {
+                        name,
+                        claimed: to,
+                        origin: Origin::Held,
+                        started: Instant::now(),
+                    };
                     let mut out = Vec::new();
-                    self.run_claimed_into(vec![(name, to)], Some(verdict), &mut out)?;
+                    self.run_claimed_into(vec![item], Some(verdict), &mut out)?;
                     return Ok(out.pop());
                 }
-                Ok(false) => {
-                    self.release(id);
-                    return Ok(None);
+                Ok(false) if self.spool.exists(Sub::Held, &name) => {
+                    return Err(BatchError(format!(
+                        "request {id} is being handled by another signer right now \
+                         (processing/{}): try again in a moment",
+                        to.to_string_lossy()
+                    )))
                 }
+                Ok(false) => return Ok(None),
                 Err(e) => {
-                    self.release(id);
-                    return Err(BatchError(format!("cannot claim {}: {e}", from.display())));
+                    return Err(BatchError(format!(
+                        "cannot claim {}: {e}",
+                        self.spool.path(Sub::Held).join(&name).display()
+                    )))
                 }
             }
         }
@@ -300,7 +346,7 @@ impl Engine {
 
     /// Denies held requests whose `held_ttl` has run out (`expired`).
     pub fn expire_held(&self) -> usize {
-        let Ok(names) = scan(&self.spool.held()) else {
+        let Ok(names) = scan(&self.spool, Sub::Held) else {
             return 0;
         };
         let mut n = 0;
@@ -320,9 +366,14 @@ impl Engine {
         n
     }
 
+    /// Refuses the batch while a spool directory is swapped (logged and counted by the spool).
+    fn check_spool(&self) -> Result<(), BatchError> {
+        self.spool.check().map_err(|e| BatchError(e.to_string()))
+    }
+
     fn run_claimed(
         &self,
-        claimed: Vec<(OsString, PathBuf)>,
+        claimed: Vec<Item>,
         op: Option<examine::Operator>,
     ) -> Result<BatchOutcome, BatchError> {
         let mut out = Vec::new();
@@ -331,22 +382,21 @@ impl Engine {
 
     fn run_claimed_into(
         &self,
-        claimed: Vec<(OsString, PathBuf)>,
+        claimed: Vec<Item>,
         op: Option<examine::Operator>,
         published: &mut Vec<Publication>,
     ) -> Result<BatchOutcome, BatchError> {
         // Revocation requests take their own path (outside the ledger lock: it appends).
-        let (revocations, claimed): (Vec<_>, Vec<_>) =
-            claimed.into_iter().partition(|(name, _)| {
-                self.revocations.is_some() && matches!(classify(name), Name::Revocation(_))
-            });
+        let (revocations, claimed): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|item| {
+            self.revocations.is_some() && matches!(classify(&item.name), Name::Revocation(_))
+        });
         let mut outcome = BatchOutcome::default();
         if let Some(handler) = &self.revocations {
-            for (name, path) in &revocations {
-                match handler(self, name, path) {
+            for item in &revocations {
+                match handler(self, item) {
                     Ok(()) => outcome.handled += 1,
                     Err(e) => {
-                        tracing::error!(file = %name.to_string_lossy(), error = %e, "revocation request left for later");
+                        tracing::error!(file = %item.name.to_string_lossy(), error = %e, "revocation request left for later");
                         outcome.deferred += 1;
                     }
                 }
@@ -362,28 +412,21 @@ impl Engine {
             name_constraints: self.ca.facts.permitted.clone(),
         };
         // Phase 1: examine.
-        let mut works: Vec<Work> = Vec::with_capacity(claimed.len());
-        {
-            let priors: Vec<examine::Prior> = {
-                let ledger = self.ledger.lock().expect("ledger lock is never poisoned");
-                claimed
-                    .iter()
-                    .map(|(name, _)| examine::Prior::of(&ledger, name))
-                    .collect()
-            };
-            // Parsing and verifying CSRs runs without the ledger's lock: workers in parallel.
-            for ((name, path), prior) in claimed.iter().zip(&priors) {
-                works.push(examine::examine(
-                    &self.spool,
-                    name,
-                    path,
-                    &policy,
-                    &ctx,
-                    prior,
-                    op.clone(),
-                ));
-            }
-        }
+        let priors: Vec<examine::Prior> = {
+            let ledger = self.ledger.lock().expect("ledger lock is never poisoned");
+            claimed
+                .iter()
+                .map(|item| examine::Prior::of(&ledger, id_of(&item.name).as_ref()))
+                .collect()
+        };
+        // Parsing and verifying CSRs runs without the ledger's lock: workers in parallel.
+        let mut works: Vec<Work> = claimed
+            .iter()
+            .zip(&priors)
+            .map(|(item, prior)| {
+                examine::examine(&self.spool, item.clone(), &policy, &ctx, prior, op.clone())
+            })
+            .collect();
         // A CA key that is away (a token removed) leaves the requests queued, before any
         // serial is reserved for them.
         if works.iter().any(|w| matches!(w, Work::Approve { .. })) {
@@ -394,66 +437,12 @@ impl Engine {
                 ));
             }
         }
-        // Phase 2: intents and denials, one flush.
-        let mut events = Vec::new();
-        {
-            let ledger = self.ledger.lock().expect("ledger lock is never poisoned");
-            let mut batch_serials = HashSet::new();
-            for w in &mut works {
-                match w {
-                    Work::Approve {
-                        id,
-                        kind,
-                        plan,
-                        serial,
-                        ..
-                    } => {
-                        let s = loop {
-                            let s = Serial::random(plan.serial_prefix);
-                            if !ledger.index().serials.contains(s.as_bytes())
-                                && batch_serials.insert(s)
-                            {
-                                break s;
-                            }
-                        };
-                        *serial = Some(s);
-                        events.push(Event::Intent {
-                            request_id: id.to_string(),
-                            serial: s.to_hex(),
-                            kind: kind.clone(),
-                            ip: plan.ip.to_string(),
-                        });
-                    }
-                    Work::Deny {
-                        id,
-                        kind,
-                        reason,
-                        message,
-                        ..
-                    } => events.push(Event::Denied {
-                        request_id: id.to_string(),
-                        kind: kind.clone(),
-                        reason: reason.as_str().to_owned(),
-                        message: message.clone(),
-                    }),
-                    Work::Duplicate { id, kind, .. } => events.push(Event::Denied {
-                        request_id: id.to_string(),
-                        kind: kind.clone(),
-                        reason: policy::Reason::DuplicateRequest.as_str().to_owned(),
-                        message: "a request with this id and different content was decided before"
-                            .into(),
-                    }),
-                    _ => {}
-                }
-            }
-        }
-        if !events.is_empty() {
-            if let Err(e) = self.with_ledger(|l| l.append(&events)) {
-                return Err(self.requeue(
-                    &claimed,
-                    format!("cannot write the ledger, requests stay queued: {e}"),
-                ));
-            }
+        // Phase 2: intents (each checked against the ledger under its lock) and denials.
+        if let Err(e) = self.record_intents(&mut works) {
+            return Err(self.requeue(
+                &claimed,
+                format!("cannot write the ledger, requests stay queued: {e}"),
+            ));
         }
         // Phase 3: sign.
         let mut issued_events = Vec::new();
@@ -464,7 +453,7 @@ impl Engine {
                 plan,
                 serial,
                 public_key_der,
-                ..
+                item,
             } = w
             else {
                 continue;
@@ -489,9 +478,7 @@ impl Engine {
                         kind: kind.clone(),
                         plan: plan.clone(),
                         issued: Box::new(issued),
-                        claimed: w.claimed().to_owned(),
-                        name: w.name().to_owned(),
-                        started: w.started(),
+                        item: item.clone(),
                     };
                 }
                 Err(e) if e.is_unavailable() => {
@@ -503,7 +490,7 @@ impl Engine {
                 }
                 Err(e) => {
                     tracing::error!(request_id = %id, error = %e, "the signer refused to sign; holding the request for an operator");
-                    *w = Work::Hold { id: id.clone(), kind: kind.clone(), message: format!("held: the signer refused to sign it ({e}); an operator must look at it"), claimed: w.claimed().to_owned(), name: w.name().to_owned(), started: w.started() };
+                    *w = Work::Hold { id: id.clone(), kind: kind.clone(), message: format!("held: the signer refused to sign it ({e}); an operator must look at it"), item: item.clone() };
                 }
             }
         }
@@ -531,7 +518,10 @@ impl Engine {
                 self.stranded
                     .lock()
                     .expect("never poisoned")
-                    .extend(claimed.iter().map(|(name, _)| name.clone()));
+                    .extend(claimed.iter().map(|item| Item {
+                        origin: Origin::Recovered,
+                        ..item.clone()
+                    }));
                 self.release_all(&claimed);
                 return Err(BatchError(msg));
             }
@@ -545,6 +535,98 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// Phase 2: gives each approval a fresh serial and appends its `intent` — unless the ledger,
+    /// caught up under its exclusive lock, already holds an `issued` event or a final denial
+    /// for the id, or the id has a final status record: such a request is never signed again
+    /// and becomes a `duplicate_request` (DESIGN §9). Denials are appended with it; one flush
+    /// (a second only when something was refused).
+    fn record_intents(&self, works: &mut [Work]) -> Result<(), crate::ledger::LedgerError> {
+        let mut ledger = self.ledger.lock().expect("ledger lock is never poisoned");
+        let mut batch_serials = HashSet::new();
+        let mut events = Vec::new();
+        for w in works.iter_mut() {
+            match w {
+                Work::Approve {
+                    id,
+                    kind,
+                    plan,
+                    serial,
+                    ..
+                } => {
+                    let s = loop {
+                        let s = Serial::random(plan.serial_prefix);
+                        if !ledger.index().serials.contains(s.as_bytes()) && batch_serials.insert(s)
+                        {
+                            break s;
+                        }
+                    };
+                    *serial = Some(s);
+                    events.push(Event::Intent {
+                        request_id: id.to_string(),
+                        serial: s.to_hex(),
+                        kind: kind.clone(),
+                        ip: plan.ip.to_string(),
+                    });
+                }
+                Work::Deny {
+                    id,
+                    kind,
+                    reason,
+                    message,
+                    ..
+                } => events.push(Event::Denied {
+                    request_id: id.to_string(),
+                    kind: kind.clone(),
+                    reason: reason.as_str().to_owned(),
+                    message: message.clone(),
+                }),
+                Work::Duplicate { id, kind, .. } => events.push(duplicate_event(id, kind)),
+                _ => {}
+            }
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let spool = &self.spool;
+        let kept = ledger.append_if(&events, |index, event| match event {
+            Event::Intent { request_id, .. } => {
+                let decided = index
+                    .requests
+                    .get(request_id.as_str())
+                    .is_some_and(|o| o.issued.is_some() || o.denied.is_some());
+                let final_record = RequestId::parse(request_id).ok().is_some_and(|id| {
+                    examine::read_status(spool, &id).is_some_and(|r| r.status != Status::Pending)
+                });
+                !(decided || final_record)
+            }
+            _ => true,
+        })?;
+        let mut refused = Vec::new();
+        let mut intents = events.iter().zip(kept);
+        for w in works.iter_mut() {
+            let Work::Approve { id, kind, item, .. } = w else {
+                if matches!(w, Work::Deny { .. } | Work::Duplicate { .. }) {
+                    intents.next();
+                }
+                continue;
+            };
+            let Some((_, true)) = intents.next() else {
+                tracing::warn!(request_id = %id, "refused to sign: the ledger already holds a decision for this id");
+                refused.push(duplicate_event(id, kind));
+                *w = Work::Duplicate {
+                    id: id.clone(),
+                    kind: kind.clone(),
+                    item: item.clone(),
+                };
+                continue;
+            };
+        }
+        if !refused.is_empty() {
+            ledger.append(&refused)?;
+        }
+        Ok(())
+    }
+
     fn count(&self, p: &Publication) {
         let c = match p.decision {
             publish::Decision::Approved => &self.counters.approved,
@@ -556,11 +638,17 @@ impl Engine {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Puts claimed files back into `incoming/` after a failure before anything was published.
-    fn requeue(&self, claimed: &[(OsString, PathBuf)], msg: String) -> BatchError {
-        for (name, path) in claimed {
-            let back = self.spool.incoming().join(name);
-            let _ = publish::claim(path, &back);
+    /// Puts claimed files back where they came from after a failure before anything was
+    /// published.
+    fn requeue(&self, claimed: &[Item], msg: String) -> BatchError {
+        for item in claimed {
+            let back = match item.origin {
+                Origin::Held => Sub::Held,
+                Origin::Incoming | Origin::Recovered => Sub::Incoming,
+            };
+            let _ = self
+                .spool
+                .move_file(Sub::Processing, &item.claimed, back, &item.name);
         }
         self.release_all(claimed);
         tracing::error!("{msg}");
@@ -574,54 +662,55 @@ impl Engine {
             .remove(id);
     }
 
-    fn release_all(&self, claimed: &[(OsString, PathBuf)]) {
+    fn release_all(&self, claimed: &[Item]) {
         let mut set = self
             .in_flight
             .lock()
             .expect("in-flight lock is never poisoned");
-        for (name, _) in claimed {
-            if let Name::Request(id, _) | Name::Revocation(id) = classify(name) {
+        for item in claimed {
+            if let Some(id) = id_of(&item.name) {
                 set.remove(&id);
             }
         }
     }
 }
 
-/// Lists a directory's names that are not dot or temp names, oldest modification first.
-pub fn scan(dir: &Path) -> io::Result<Vec<OsString>> {
-    scan_filtered(dir, None).map(|(names, _)| names)
+/// The id of a request or revocation file name.
+fn id_of(name: &OsStr) -> Option<RequestId> {
+    match classify(name) {
+        Name::Request(id, _) | Name::Revocation(id) => Some(id),
+        _ => None,
+    }
 }
 
-fn scan_filtered(
-    dir: &Path,
-    quiet: Option<std::time::Duration>,
-) -> io::Result<(Vec<OsString>, usize)> {
-    let mut skipped = 0;
-    let now = std::time::SystemTime::now();
-    let mut v: Vec<(std::time::SystemTime, OsString)> = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let name = e.file_name();
-        if is_in_progress(&name) {
-            continue;
-        }
-        let meta = e.metadata();
-        let t = meta
-            .as_ref()
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .unwrap_or(std::time::UNIX_EPOCH);
-        if let Some(quiet) = quiet {
-            let regular = meta.as_ref().is_ok_and(|m| m.file_type().is_file());
-            if regular && now.duration_since(t).unwrap_or_default() < quiet {
-                skipped += 1;
-                continue;
-            }
-        }
-        v.push((t, name));
+/// The name a file is claimed under in `processing/`: `<id>.request` for a certificate
+/// request (one per id), the file's own name for a revocation request.
+fn claim_target(name: &OsStr, id: &RequestId) -> OsString {
+    match classify(name) {
+        Name::Request(..) => examine::claim_name(id),
+        _ => name.to_owned(),
     }
+}
+
+fn duplicate_event(id: &RequestId, kind: &str) -> Event {
+    Event::Denied {
+        request_id: id.to_string(),
+        kind: kind.to_owned(),
+        reason: policy::Reason::DuplicateRequest.as_str().to_owned(),
+        message: "a request with this id and different content was decided before".into(),
+    }
+}
+
+/// Lists a directory's names that are not dot or temp names, oldest modification first.
+pub fn scan(spool: &Spool, sub: Sub) -> io::Result<Vec<OsString>> {
+    let mut v: Vec<((i64, i64), OsString)> = spool
+        .entries(sub)?
+        .into_iter()
+        .filter(|(name, _)| !is_in_progress(name))
+        .map(|(name, st)| (st.map_or((0, 0), |st| (st.mtime, st.mtime_nsec)), name))
+        .collect();
     v.sort();
-    Ok((v.into_iter().map(|(_, n)| n).collect(), skipped))
+    Ok(v.into_iter().map(|(_, n)| n).collect())
 }
 
 fn is_in_progress(name: &OsStr) -> bool {
@@ -674,24 +763,29 @@ pub fn run_parallel(
     }
 }
 
-/// Drains `incoming/` until a pass finds nothing more to do.
+/// Drains `incoming/` until a pass finds nothing more to do. Files still open for writing are
+/// left where they are (logged).
 pub fn drain(engine: &Engine, workers: usize) -> Result<usize, BatchError> {
     let mut handled = 0;
     loop {
-        let names = engine.scan_incoming().map_err(|e| {
+        let (names, open) = engine.scan_incoming().map_err(|e| {
             BatchError(format!(
                 "cannot read {}: {e}",
-                engine.spool.incoming().display()
+                engine.spool.path(Sub::Incoming).display()
             ))
         })?;
-        let candidates = names.iter().filter(|n| !is_in_progress(n)).count();
-        if candidates == 0 {
-            return Ok(handled);
-        }
-        let o = run_parallel(engine, names, workers)?;
-        handled += o.handled;
-        if o.handled == 0 {
+        if names.is_empty() || {
+            let o = run_parallel(engine, names, workers)?;
+            handled += o.handled;
             // Only deferred files are left (an id in flight or an unreadable name): next time.
+            o.handled == 0
+        } {
+            if open > 0 {
+                tracing::warn!(
+                    files = open,
+                    "left files in incoming/ that a process still holds open for writing"
+                );
+            }
             return Ok(handled);
         }
     }

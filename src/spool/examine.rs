@@ -1,17 +1,17 @@
 //! Phase 1 of a batch: look at one claimed file and say what must become of it ([`Work`]).
 //!
-//! Reads the file without following links or blocking, honours earlier outcomes (a status
-//! record, or the ledger after a crash) so that nothing is decided or signed twice, and asks
-//! policy about everything new. Writes nothing.
+//! Reads the file through the spool's handles (never following links or blocking), honours
+//! earlier outcomes (a status record, or the ledger after a crash) so that nothing is decided
+//! twice, and asks policy about everything new. Writes nothing. What it finds in `held/`,
+//! `status/` and `archive/` only ever makes it more careful: whether an id may be signed is
+//! decided by the ledger, under its lock, right before signing (see the engine, phase 2).
 
 use std::ffi::{OsStr, OsString};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use super::layout::{classify, Kind, Name, Spool};
+use super::layout::{classify, Kind, Name, Spool, Sub};
 use crate::fsx::{self, Untrusted};
 use crate::ledger::{Entry, Ledger};
 use crate::policy::{self, Decision, Plan, Policy, Reason};
@@ -33,6 +33,31 @@ pub enum Operator {
     Expire,
 }
 
+/// Where a claimed file came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `incoming/`: a new submission.
+    Incoming,
+    /// `held/`: claimed by an operator's command or by expiry.
+    Held,
+    /// Found in `processing/` at start: left there by a signer that stopped.
+    Recovered,
+}
+
+/// One file claimed into `processing/`.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Its name as it came (`<id>.csr`, `<id>.json`): the name it keeps in `archive/`, `held/`
+    /// and `rejected/`.
+    pub name: OsString,
+    /// Its name in `processing/` (`<id>.request`: one claim per id, whatever its extension).
+    pub claimed: OsString,
+    /// Where it was claimed from.
+    pub origin: Origin,
+    /// When examination started.
+    pub started: Instant,
+}
+
 /// What must become of one claimed file.
 #[derive(Debug)]
 pub enum Work {
@@ -43,9 +68,7 @@ pub enum Work {
         plan: Plan,
         serial: Option<Serial>,
         public_key_der: Vec<u8>,
-        claimed: PathBuf,
-        name: OsString,
-        started: Instant,
+        item: Item,
     },
     /// Signed; publish.
     Signed {
@@ -53,9 +76,7 @@ pub enum Work {
         kind: String,
         plan: Plan,
         issued: Box<Issued>,
-        claimed: PathBuf,
-        name: OsString,
-        started: Instant,
+        item: Item,
     },
     /// Denied (recorded in the ledger in phase 2).
     Deny {
@@ -63,113 +84,75 @@ pub enum Work {
         kind: String,
         reason: Reason,
         message: String,
-        claimed: PathBuf,
-        name: OsString,
-        started: Instant,
+        item: Item,
     },
     /// Held for an operator.
     Hold {
         id: RequestId,
         kind: String,
         message: String,
-        claimed: PathBuf,
-        name: OsString,
-        started: Instant,
+        item: Item,
     },
     /// Issued before a crash: publish from the ledger, never sign again.
     Republish {
         id: RequestId,
         entry: Box<Entry>,
-        claimed: PathBuf,
-        name: OsString,
-        started: Instant,
+        item: Item,
     },
     /// Denied before a crash: publish from the ledger.
     Restore {
         id: RequestId,
         entry: Box<Entry>,
-        claimed: PathBuf,
-        name: OsString,
-        started: Instant,
+        item: Item,
     },
     /// Already has its status record: only the move to `archive/` (or back to `held/`) is left.
     Finish {
         id: RequestId,
         pending: bool,
-        claimed: PathBuf,
-        name: OsString,
-        started: Instant,
+        item: Item,
     },
     /// The same content again: nothing to do.
-    Unchanged {
-        id: RequestId,
-        claimed: PathBuf,
-        name: OsString,
-        started: Instant,
-    },
+    Unchanged { id: RequestId, item: Item },
     /// Same id, different content: rejected `duplicate_request`, the first record stays.
     Duplicate {
         id: RequestId,
         kind: String,
-        claimed: PathBuf,
-        name: OsString,
-        started: Instant,
+        item: Item,
     },
     /// Not a request: moved to `rejected/`.
-    Reject {
-        reason: String,
-        claimed: PathBuf,
-        name: OsString,
-        started: Instant,
-    },
+    Reject { reason: String, item: Item },
 }
 
 impl Work {
     /// The claimed file.
-    pub fn claimed(&self) -> &Path {
+    pub fn item(&self) -> &Item {
         match self {
-            Self::Approve { claimed, .. }
-            | Self::Signed { claimed, .. }
-            | Self::Deny { claimed, .. }
-            | Self::Hold { claimed, .. }
-            | Self::Republish { claimed, .. }
-            | Self::Restore { claimed, .. }
-            | Self::Finish { claimed, .. }
-            | Self::Unchanged { claimed, .. }
-            | Self::Duplicate { claimed, .. }
-            | Self::Reject { claimed, .. } => claimed,
+            Self::Approve { item, .. }
+            | Self::Signed { item, .. }
+            | Self::Deny { item, .. }
+            | Self::Hold { item, .. }
+            | Self::Republish { item, .. }
+            | Self::Restore { item, .. }
+            | Self::Finish { item, .. }
+            | Self::Unchanged { item, .. }
+            | Self::Duplicate { item, .. }
+            | Self::Reject { item, .. } => item,
         }
     }
 
-    /// The file's name.
-    pub fn name(&self) -> &OsStr {
+    /// The request id, when the file is a request.
+    pub fn id(&self) -> Option<&RequestId> {
         match self {
-            Self::Approve { name, .. }
-            | Self::Signed { name, .. }
-            | Self::Deny { name, .. }
-            | Self::Hold { name, .. }
-            | Self::Republish { name, .. }
-            | Self::Restore { name, .. }
-            | Self::Finish { name, .. }
-            | Self::Unchanged { name, .. }
-            | Self::Duplicate { name, .. }
-            | Self::Reject { name, .. } => name,
-        }
-    }
-
-    /// When examination started.
-    pub fn started(&self) -> Instant {
-        match self {
-            Self::Approve { started, .. }
-            | Self::Signed { started, .. }
-            | Self::Deny { started, .. }
-            | Self::Hold { started, .. }
-            | Self::Republish { started, .. }
-            | Self::Restore { started, .. }
-            | Self::Finish { started, .. }
-            | Self::Unchanged { started, .. }
-            | Self::Duplicate { started, .. }
-            | Self::Reject { started, .. } => *started,
+            Self::Approve { id, .. }
+            | Self::Signed { id, .. }
+            | Self::Deny { id, .. }
+            | Self::Hold { id, .. }
+            | Self::Republish { id, .. }
+            | Self::Restore { id, .. }
+            | Self::Finish { id, .. }
+            | Self::Unchanged { id, .. }
+            | Self::Duplicate { id, .. } => Some(id),
+            Self::Reject { .. } => None,
         }
     }
 }
@@ -185,9 +168,9 @@ pub struct Prior {
 }
 
 impl Prior {
-    /// Looks a file name's request up in the ledger.
-    pub fn of(ledger: &Ledger, name: &OsStr) -> Self {
-        let Name::Request(id, _) = classify(name) else {
+    /// Looks a request up in the ledger.
+    pub fn of(ledger: &Ledger, id: Option<&RequestId>) -> Self {
+        let Some(id) = id else {
             return Self::default();
         };
         Self {
@@ -197,55 +180,56 @@ impl Prior {
     }
 }
 
-/// Examines one claimed file.
+/// The request a claimed file holds: its id and kind, from its name as it came.
+pub fn request_of(item: &Item) -> Option<(RequestId, Kind)> {
+    match classify(&item.name) {
+        Name::Request(id, kind) => Some((id, kind)),
+        _ => None,
+    }
+}
+
+/// Examines one claimed file (`processing/<item.claimed>`).
 pub fn examine(
     spool: &Spool,
-    name: &OsStr,
-    claimed: &Path,
+    item: Item,
     policy: &Policy,
     ctx: &policy::Context,
     prior: &Prior,
     op: Option<Operator>,
 ) -> Work {
-    let started = Instant::now();
-    let claimed_buf = claimed.to_owned();
-    let name_buf = name.to_owned();
-    let reject = |reason: String| Work::Reject {
-        reason,
-        claimed: claimed_buf.clone(),
-        name: name_buf.clone(),
-        started,
-    };
-    let (id, file_kind) = match classify(name) {
+    let reject = |reason: String, item: Item| Work::Reject { reason, item };
+    let (id, file_kind) = match classify(&item.name) {
         Name::Request(id, kind) => (id, kind),
-        Name::Revocation(_) => return reject("revocation requests are handled by `smsgate-ca revoke`; this file was not one the signer could read".into()),
-        Name::Bad(reason) => return reject(reason),
-        Name::InProgress => return reject("a temporary file was found in processing/".into()),
+        Name::Revocation(_) => return reject("revocation requests are handled by `smsgate-ca revoke`; this file was not one the signer could read".into(), item),
+        Name::Bad(reason) => return reject(reason, item),
+        Name::InProgress => return reject("a temporary file was found in processing/".into(), item),
     };
-    let meta = match std::fs::symlink_metadata(claimed) {
-        Ok(m) => m,
-        Err(e) => return reject(format!("cannot inspect the file: {e}")),
-    };
-    if meta.file_type().is_file() && meta.nlink() > 1 {
-        return reject(
-            "a hard link to another file: copy or rename the request into incoming/ instead".into(),
-        );
-    }
     let limit = match file_kind {
         Kind::Csr => policy.max_csr_bytes(RequestType::Webhook.as_str()),
         Kind::Envelope => MAX_ENVELOPE_BYTES,
     };
-    let content = match fsx::read_untrusted(claimed, limit) {
-        Ok(Untrusted::NotRegular(what)) => {
-            return reject(format!(
+    let (content, size) =
+        match spool.read_untrusted(Sub::Processing, &item.claimed, limit) {
+            Ok(Untrusted::NotRegular(fsx::HARD_LINK)) => return reject(
+                "a hard link to another file: copy or rename the request into incoming/ instead"
+                    .into(),
+                item,
+            ),
+            Ok(Untrusted::NotRegular(what)) => {
+                return reject(
+                    format!(
                 "{what}, not a regular file: requests must be plain files (never followed or read)"
-            ))
-        }
-        Ok(Untrusted::Content(c)) => Some(c),
-        Ok(Untrusted::TooLarge(_)) => None,
-        Err(e) => return reject(format!("cannot read the file: {e}")),
-    };
-    let w = |make: &dyn Fn(PathBuf, OsString) -> Work| make(claimed.to_owned(), name.to_owned());
+            ),
+                    item,
+                )
+            }
+            Ok(Untrusted::Content(c)) => {
+                let n = c.len() as u64;
+                (Some(c), n)
+            }
+            Ok(Untrusted::TooLarge(n)) => (None, n),
+            Err(e) => return reject(format!("cannot read the file: {e}"), item),
+        };
 
     let existing = read_status(spool, &id);
     if op.is_none() {
@@ -253,78 +237,65 @@ pub fn examine(
         if existing.is_none() || pending {
             // A crash between the ledger and the status record: publish what the ledger holds.
             if let Some(entry) = &prior.issued {
-                return w(&|claimed, name| Work::Republish {
-                    id: id.clone(),
+                return Work::Republish {
+                    id,
                     entry: Box::new(entry.clone()),
-                    claimed,
-                    name,
-                    started,
-                });
+                    item,
+                };
             }
             if let Some(entry) = &prior.denied {
-                return w(&|claimed, name| Work::Restore {
-                    id: id.clone(),
+                return Work::Restore {
+                    id,
                     entry: Box::new(entry.clone()),
-                    claimed,
-                    name,
-                    started,
-                });
+                    item,
+                };
             }
         }
         if let Some(record) = &existing {
-            return match original(spool, &id, claimed) {
-                None => w(&|claimed, name| Work::Finish {
-                    id: id.clone(),
-                    pending,
-                    claimed,
-                    name,
-                    started,
-                }),
-                Some(orig) => {
-                    let same = content
-                        .as_ref()
-                        .is_some_and(|c| std::fs::read(&orig).is_ok_and(|o| &o == c));
+            let kind = record.kind.clone();
+            return match original(spool, &id) {
+                // A stop between the status record and the move: only the move is left. A new
+                // file under an id that already has a record and no original is not trusted
+                // to be that original (an operator's `approve` may hold it right now).
+                None if item.origin == Origin::Recovered => Work::Finish { id, pending, item },
+                None => Work::Duplicate { id, kind, item },
+                Some((sub, orig)) => {
+                    let same = content.as_ref().is_some_and(|c| {
+                        spool
+                            .dir(sub)
+                            .read_small(&orig, MAX_ENVELOPE_BYTES.max(limit))
+                            .is_some_and(|o| &o == c)
+                    });
                     if same {
-                        w(&|claimed, name| Work::Unchanged {
-                            id: id.clone(),
-                            claimed,
-                            name,
-                            started,
-                        })
+                        Work::Unchanged { id, item }
                     } else {
-                        let kind = record.kind.clone();
-                        w(&|claimed, name| Work::Duplicate {
-                            id: id.clone(),
-                            kind: kind.clone(),
-                            claimed,
-                            name,
-                            started,
-                        })
+                        Work::Duplicate { id, kind, item }
                     }
                 }
             };
         }
     }
 
-    let deny = |kind: &str, reason: Reason, message: String| Work::Deny {
+    let Some(content) = content else {
+        let kind = existing
+            .as_ref()
+            .map_or("webhook".to_owned(), |r| r.kind.clone());
+        return Work::Deny {
+            id,
+            kind,
+            reason: Reason::TooLarge,
+            message: format!(
+                "the file is {size} bytes, over the limit of {limit} bytes: send one PEM CSR"
+            ),
+            item,
+        };
+    };
+    let deny = |kind: &str, reason: Reason, message: String, item: Item| Work::Deny {
         id: id.clone(),
         kind: kind.to_owned(),
         reason,
         message,
-        claimed: claimed.to_owned(),
-        name: name.to_owned(),
-        started,
-    };
-    let Some(content) = content else {
-        let kind = existing.as_ref().map_or("webhook", |r| r.kind.as_str());
-        return deny(
-            kind,
-            Reason::TooLarge,
-            format!(
-                "the file is {} bytes, over the limit of {limit} bytes: send one PEM CSR",
-                meta.len()
-            ),
-        );
+        item,
     };
     let (kind, csr_bytes): (String, Vec<u8>) = match file_kind {
         Kind::Csr => (RequestType::Webhook.as_str().to_owned(), content),
@@ -334,12 +305,12 @@ pub fn examine(
                 let shown: String = env.request_id.chars().take(64).collect();
                 return deny(&env.kind, Reason::InvalidCsr, format!(
                     "the envelope's request_id {shown:?} differs from its file name {id}.json: they must be equal"
-                ));
+                ), item);
             }
             Err(e) => {
                 return deny("webhook", Reason::InvalidCsr, format!(
                     "the envelope is not valid: {e}; write {{\"request_id\", \"type\", \"content\"}} as JSON"
-                ))
+                ), item)
             }
         },
     };
@@ -355,6 +326,7 @@ pub fn examine(
                 } else {
                     text
                 },
+                item,
             )
         }
         (Some(Operator::Expire), _) => {
@@ -368,13 +340,14 @@ pub fn examine(
                     "no operator decided within {}; submit the request again",
                     crate::duration::format(ttl)
                 ),
+                item,
             );
         }
         (Some(Operator::Approve), Decision::Hold(plan)) => Decision::Approve(plan),
         (_, d) => d,
     };
     match decision {
-        Decision::Deny(d) => deny(&kind_shown, d.reason, d.message),
+        Decision::Deny(d) => deny(&kind_shown, d.reason, d.message, item),
         Decision::Hold(plan) => Work::Hold {
             id,
             kind,
@@ -382,9 +355,7 @@ pub fn examine(
                 "held for the CA operator's approval (profile {}, IP {})",
                 plan.profile, plan.ip
             ),
-            claimed: claimed.to_owned(),
-            name: name.to_owned(),
-            started,
+            item,
         },
         Decision::Approve(plan) => Work::Approve {
             id,
@@ -392,20 +363,17 @@ pub fn examine(
             plan,
             serial: None,
             public_key_der: evaluation.public_key_der.unwrap_or_default(),
-            claimed: claimed.to_owned(),
-            name: name.to_owned(),
-            started,
+            item,
         },
     }
 }
 
 /// The status record of a request, if one exists and parses.
 pub fn read_status(spool: &Spool, id: &RequestId) -> Option<StatusRecord> {
-    let path = spool.status_file(id);
-    match fsx::read_untrusted(&path, 1 << 20) {
-        Ok(Untrusted::Content(c)) => serde_json::from_slice(&c).ok(),
-        _ => None,
-    }
+    let bytes = spool
+        .dir(Sub::Status)
+        .read_small(&Spool::status_name(id), 1 << 20)?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Whether a held request has waited longer than its profile's `held_ttl`.
@@ -426,11 +394,42 @@ pub fn held_expired(spool: &Spool, id: &RequestId, policy: &Policy, now: DateTim
     held_at.with_timezone(&Utc) + ttl < now
 }
 
-/// The original file of an already-decided request (in `archive/` or `held/`), unless it is
-/// the claimed file itself.
-fn original(spool: &Spool, id: &RequestId, claimed: &Path) -> Option<PathBuf> {
-    [spool.archive(), spool.held()]
-        .iter()
-        .flat_map(|d| ["csr", "json"].map(|e| d.join(format!("{id}.{e}"))))
-        .find(|p| p != claimed && p.exists())
+/// The original file of an already-decided request (in `archive/` or `held/`).
+fn original(spool: &Spool, id: &RequestId) -> Option<(Sub, OsString)> {
+    [Sub::Archive, Sub::Held]
+        .into_iter()
+        .flat_map(|d| ["csr", "json"].map(|e| (d, OsString::from(format!("{id}.{e}")))))
+        .find(|(d, name)| spool.exists(*d, name))
+}
+
+/// The name a claimed request has in `processing/`: one per id, so that two signers (the
+/// daemon and an operator's `approve`) can never hold the same id at once.
+pub fn claim_name(id: &RequestId) -> OsString {
+    OsString::from(format!("{id}.request"))
+}
+
+/// Reads a name found in `processing/` at start: `<id>.request` (its kind told by its first
+/// byte: `{` for an envelope), or the `<id>.csr` / `<id>.json` of earlier versions.
+pub fn recovered_name(spool: &Spool, claimed: &OsStr) -> OsString {
+    let Some(text) = claimed.to_str() else {
+        return claimed.to_owned();
+    };
+    let Some(stem) = text.strip_suffix(".request") else {
+        return claimed.to_owned();
+    };
+    let envelope = spool
+        .dir(Sub::Processing)
+        .open_read(claimed)
+        .ok()
+        .and_then(|f| {
+            use std::io::Read;
+            let mut head = [0u8; 64];
+            let n = f.take(64).read(&mut head).ok()?;
+            head[..n]
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .map(|b| *b == b'{')
+        })
+        .unwrap_or(false);
+    OsString::from(format!("{stem}.{}", if envelope { "json" } else { "csr" }))
 }

@@ -7,11 +7,9 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::path::{Path, PathBuf};
 
-use super::examine::Work;
-use super::layout::Spool;
-use crate::fsx;
+use super::examine::{Item, Work};
+use super::layout::{Spool, Sub};
 use crate::ledger::Event;
 use crate::request::{rfc3339, RequestId, Status, StatusRecord};
 use crate::signer::ca::Ca;
@@ -76,14 +74,16 @@ impl Publication {
     }
 }
 
+/// Names staged by a batch: temp files to rename into place (temp, final name) and claimed
+/// files to move out of `processing/` (claimed name, name as it came).
 #[derive(Default)]
 struct Plan {
-    certs: Vec<(PathBuf, PathBuf)>,
-    statuses: Vec<(PathBuf, PathBuf)>,
-    to_archive: Vec<(PathBuf, PathBuf)>,
-    to_held: Vec<(PathBuf, PathBuf)>,
-    removes: Vec<PathBuf>,
-    rejects: Vec<(PathBuf, OsString, String)>,
+    certs: Vec<(OsString, OsString)>,
+    statuses: Vec<(OsString, OsString)>,
+    to_archive: Vec<(OsString, OsString)>,
+    to_held: Vec<(OsString, OsString)>,
+    removes: Vec<OsString>,
+    rejects: Vec<(OsString, OsString, String)>,
 }
 
 /// Publishes a batch's outcomes.
@@ -93,7 +93,7 @@ pub fn publish(spool: &Spool, ca: &Ca, works: Vec<Work>) -> io::Result<Vec<Publi
     let chain_pem = &ca.facts.chain_pem;
     let result = (|| {
         for w in works {
-            let started = w.started();
+            let started = w.item().started;
             let p = stage(spool, w, chain_pem, &mut plan)?;
             log(&p, started);
             out.push(p);
@@ -101,8 +101,11 @@ pub fn publish(spool: &Spool, ca: &Ca, works: Vec<Work>) -> io::Result<Vec<Publi
         Ok(())
     })();
     if let Err(e) = result {
-        for (tmp, _) in plan.certs.iter().chain(&plan.statuses) {
-            let _ = std::fs::remove_file(tmp);
+        for (tmp, _) in &plan.certs {
+            let _ = spool.remove(Sub::Issued, tmp);
+        }
+        for (tmp, _) in &plan.statuses {
+            let _ = spool.remove(Sub::Status, tmp);
         }
         return Err(e);
     }
@@ -111,9 +114,9 @@ pub fn publish(spool: &Spool, ca: &Ca, works: Vec<Work>) -> io::Result<Vec<Publi
 }
 
 fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result<Publication> {
-    let archive = |claimed: &Path, name: &OsStr, plan: &mut Plan| {
+    let archive = |item: &Item, plan: &mut Plan| {
         plan.to_archive
-            .push((claimed.to_owned(), spool.archive().join(name)));
+            .push((item.claimed.clone(), item.name.clone()));
     };
     Ok(match w {
         Work::Signed {
@@ -121,8 +124,7 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             kind,
             plan: p,
             issued,
-            claimed,
-            name,
+            item,
             ..
         } => {
             let (nb, na) = (issued.not_before, issued.not_after);
@@ -146,17 +148,11 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             };
             stage_cert(spool, &id, issued.chain_pem.as_bytes(), plan)?;
             stage_status(spool, &record, plan)?;
-            archive(&claimed, &name, plan);
-            Publication::new(Some(id), Decision::Approved, Some(record), name)
+            archive(&item, plan);
+            Publication::new(Some(id), Decision::Approved, Some(record), item.name)
                 .with_ip(p.ip.to_string())
         }
-        Work::Republish {
-            id,
-            entry,
-            claimed,
-            name,
-            ..
-        } => {
+        Work::Republish { id, entry, item } => {
             let Event::Issued {
                 kind,
                 ip,
@@ -188,30 +184,22 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             };
             stage_cert(spool, &id, chain.as_bytes(), plan)?;
             stage_status(spool, &record, plan)?;
-            archive(&claimed, &name, plan);
-            Publication::new(Some(id), Decision::Approved, Some(record), name).with_ip(ip_text)
+            archive(&item, plan);
+            Publication::new(Some(id), Decision::Approved, Some(record), item.name).with_ip(ip_text)
         }
         Work::Deny {
             id,
             kind,
             reason,
             message,
-            claimed,
-            name,
-            ..
+            item,
         } => {
             let record = StatusRecord::denied(id.clone(), &kind, reason.as_str(), message);
             stage_status(spool, &record, plan)?;
-            archive(&claimed, &name, plan);
-            Publication::new(Some(id), Decision::Denied, Some(record), name)
+            archive(&item, plan);
+            Publication::new(Some(id), Decision::Denied, Some(record), item.name)
         }
-        Work::Restore {
-            id,
-            entry,
-            claimed,
-            name,
-            ..
-        } => {
+        Work::Restore { id, entry, item } => {
             let Event::Denied {
                 kind,
                 reason,
@@ -224,33 +212,25 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
             let mut record = StatusRecord::denied(id.clone(), &kind, &reason, message);
             record.decided_at = entry.ts.clone();
             stage_status(spool, &record, plan)?;
-            archive(&claimed, &name, plan);
-            Publication::new(Some(id), Decision::Denied, Some(record), name)
+            archive(&item, plan);
+            Publication::new(Some(id), Decision::Denied, Some(record), item.name)
         }
         Work::Hold {
             id,
             kind,
             message,
-            claimed,
-            name,
-            ..
+            item,
         } => {
             let record = StatusRecord::pending(id.clone(), &kind, message);
             stage_status(spool, &record, plan)?;
-            plan.to_held.push((claimed, spool.held().join(&name)));
-            Publication::new(Some(id), Decision::Held, Some(record), name)
+            plan.to_held.push((item.claimed, item.name.clone()));
+            Publication::new(Some(id), Decision::Held, Some(record), item.name)
         }
-        Work::Finish {
-            id,
-            pending,
-            claimed,
-            name,
-            ..
-        } => {
+        Work::Finish { id, pending, item } => {
             if pending {
-                plan.to_held.push((claimed, spool.held().join(&name)));
+                plan.to_held.push((item.claimed.clone(), item.name.clone()));
             } else {
-                archive(&claimed, &name, plan);
+                archive(&item, plan);
             }
             let record = super::examine::read_status(spool, &id);
             let decision = match record.as_ref().map(|r| r.status) {
@@ -258,31 +238,24 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
                 Some(Status::Pending) => Decision::Held,
                 _ => Decision::Denied,
             };
-            Publication::new(Some(id), decision, record, name)
+            Publication::new(Some(id), decision, record, item.name)
         }
-        Work::Unchanged {
-            id, claimed, name, ..
-        } => {
-            plan.removes.push(claimed);
-            Publication::new(Some(id), Decision::Unchanged, None, name)
+        Work::Unchanged { id, item } => {
+            plan.removes.push(item.claimed);
+            Publication::new(Some(id), Decision::Unchanged, None, item.name)
         }
-        Work::Duplicate {
-            id, claimed, name, ..
-        } => {
+        Work::Duplicate { id, item, .. } => {
             let reason = format!(
                 "duplicate_request: request {id} was already decided with different content; its record stays as it was (use a new id)"
             );
-            plan.rejects.push((claimed, name.clone(), reason.clone()));
-            Publication::new(Some(id), Decision::Rejected, None, name).with_note(reason)
+            plan.rejects
+                .push((item.claimed, item.name.clone(), reason.clone()));
+            Publication::new(Some(id), Decision::Rejected, None, item.name).with_note(reason)
         }
-        Work::Reject {
-            reason,
-            claimed,
-            name,
-            ..
-        } => {
-            plan.rejects.push((claimed, name.clone(), reason.clone()));
-            Publication::new(None, Decision::Rejected, None, name).with_note(reason)
+        Work::Reject { reason, item } => {
+            plan.rejects
+                .push((item.claimed, item.name.clone(), reason.clone()));
+            Publication::new(None, Decision::Rejected, None, item.name).with_note(reason)
         }
         Work::Approve { id, .. } => {
             return Err(io::Error::other(format!(
@@ -293,117 +266,91 @@ fn stage(spool: &Spool, w: Work, chain_pem: &str, plan: &mut Plan) -> io::Result
 }
 
 fn stage_cert(spool: &Spool, id: &RequestId, pem: &[u8], plan: &mut Plan) -> io::Result<()> {
-    let path = spool.cert_file(id);
-    let tmp = fsx::write_temp(&path, pem, fsx::MODE_PUBLIC, false)?;
-    plan.certs.push((tmp, path));
+    let name = Spool::cert_name(id);
+    let tmp = spool.write_temp(Sub::Issued, &name, pem)?;
+    plan.certs.push((tmp, name));
     Ok(())
 }
 
 fn stage_status(spool: &Spool, record: &StatusRecord, plan: &mut Plan) -> io::Result<()> {
-    let path = spool.status_file(&record.request_id);
+    let name = Spool::status_name(&record.request_id);
     let mut json = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
     json.push(b'\n');
-    let tmp = fsx::write_temp(&path, &json, fsx::MODE_PUBLIC, false)?;
-    plan.statuses.push((tmp, path));
+    let tmp = spool.write_temp(Sub::Status, &name, &json)?;
+    plan.statuses.push((tmp, name));
     Ok(())
 }
 
 fn commit(spool: &Spool, plan: Plan) -> io::Result<()> {
     if !plan.certs.is_empty() || !plan.statuses.is_empty() {
         // One flush for every temp file of the batch.
-        fsx::sync_filesystem(&spool.root)?;
+        spool.sync_filesystem()?;
     }
-    for (tmp, path) in &plan.certs {
-        fsx::rename_into_place(tmp, path)?;
+    for (sub, staged) in [(Sub::Issued, &plan.certs), (Sub::Status, &plan.statuses)] {
+        for (tmp, name) in staged {
+            spool.replace(sub, tmp, name).inspect_err(|_| {
+                let _ = spool.remove(sub, tmp);
+            })?;
+        }
+        if !staged.is_empty() {
+            spool.sync(sub)?;
+        }
     }
-    if !plan.certs.is_empty() {
-        fsx::sync_dir(&spool.issued())?;
-    }
-    for (tmp, path) in &plan.statuses {
-        fsx::rename_into_place(tmp, path)?;
-    }
-    if !plan.statuses.is_empty() {
-        fsx::sync_dir(&spool.status())?;
-    }
-    for (from, to) in plan.to_archive.iter().chain(&plan.to_held) {
-        std::fs::rename(from, to)?;
+    // archive/ keeps the first file of an id: another one there (planted, or a duplicate that
+    // reached it) is never replaced, and the newcomer goes to rejected/.
+    for (claimed, name) in &plan.to_archive {
+        if !spool.move_file(Sub::Processing, claimed, Sub::Archive, name)? {
+            let shown = name.to_string_lossy();
+            reject_claimed(
+                spool,
+                claimed,
+                name,
+                &format!("duplicate_request: archive/ already holds a file named {shown}; the request's record stays as it is"),
+            )?;
+        }
     }
     if !plan.to_archive.is_empty() {
-        fsx::sync_dir(&spool.archive())?;
+        spool.sync(Sub::Archive)?;
+    }
+    // held/ holds what the signer decided to hold: it replaces whatever was put there.
+    for (claimed, name) in &plan.to_held {
+        spool.move_replacing(Sub::Processing, claimed, Sub::Held, name)?;
     }
     if !plan.to_held.is_empty() {
-        fsx::sync_dir(&spool.held())?;
+        spool.sync(Sub::Held)?;
     }
-    for path in &plan.removes {
-        let _ = std::fs::remove_file(path);
+    for claimed in &plan.removes {
+        let _ = spool.remove(Sub::Processing, claimed);
     }
-    for (from, name, reason) in &plan.rejects {
-        reject(spool, from, name, reason)?;
+    for (claimed, name, reason) in &plan.rejects {
+        reject_claimed(spool, claimed, name, reason)?;
     }
-    fsx::sync_dir(&spool.processing())?;
+    spool.sync(Sub::Processing)?;
     Ok(())
 }
 
-/// Moves a file (any type; never followed) to `rejected/` under a free name and writes
-/// `<name>.reason` beside it.
-pub fn reject(spool: &Spool, from: &Path, name: &OsStr, reason: &str) -> io::Result<()> {
-    let dir = spool.rejected();
-    let base = safe_name(name);
-    let mut target = base.clone();
-    let mut n = 1;
-    while std::fs::symlink_metadata(dir.join(&target)).is_ok()
-        || std::fs::symlink_metadata(dir.join(format!("{target}.reason"))).is_ok()
-    {
-        target = format!("{base}.{n}");
-        n += 1;
-    }
-    if !claim(from, &dir.join(&target))? {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "the file disappeared",
-        ));
-    }
-    fsx::write_atomic(
-        &dir.join(format!("{target}.reason")),
-        format!("{reason}\n").as_bytes(),
-        fsx::MODE_PUBLIC,
-    )
+/// Moves a claimed file to `rejected/` under the name it came with (made safe) and writes its
+/// `.reason`.
+pub fn reject_claimed(
+    spool: &Spool,
+    claimed: &OsStr,
+    name: &OsStr,
+    reason: &str,
+) -> io::Result<()> {
+    spool.reject(Sub::Processing, claimed, name, reason)
 }
 
-/// Atomically renames `from` to `to` unless `to` exists. `Ok(false)` when `from` is gone (someone
-/// else claimed it) or `to` is taken.
-pub fn claim(from: &Path, to: &Path) -> io::Result<bool> {
-    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => Ok(true),
-        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EEXIST) => Ok(false),
-        // Filesystems without RENAME_NOREPLACE: fall back to a link-free check.
-        Err(nix::errno::Errno::EINVAL) => {
-            if std::fs::symlink_metadata(to).is_ok() {
-                return Ok(false);
-            }
-            match std::fs::rename(from, to) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Removes temp files (`.*.tmp`) left by an interrupted write.
-pub fn remove_stale_temps(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+/// Removes temp files (`.*.tmp`) left by an interrupted write in a spool directory.
+pub fn remove_stale_temps(spool: &Spool, sub: Sub) {
+    let Ok(entries) = spool.entries(sub) else {
         return;
     };
-    for e in entries.flatten() {
-        let name = e.file_name();
+    for (name, st) in entries {
         let s = name.to_string_lossy();
-        if s.starts_with('.') && s.ends_with(".tmp") && e.file_type().is_ok_and(|t| t.is_file()) {
+        if s.starts_with('.') && s.ends_with(".tmp") && st.is_some_and(|st| st.regular) {
             // Only our own temp names: `.<name>.<12 hex>.tmp`.
             if is_our_temp(&s) {
-                let _ = std::fs::remove_file(e.path());
+                let _ = spool.remove(sub, &name);
             }
         }
     }
@@ -416,29 +363,6 @@ fn is_our_temp(s: &str) -> bool {
     body.rsplit_once('.').is_some_and(|(_, suffix)| {
         suffix.len() == 12 && suffix.bytes().all(|b| b.is_ascii_hexdigit())
     })
-}
-
-/// A printable, slash-free, non-dot file name for `rejected/` (at most 200 bytes).
-pub fn safe_name(name: &OsStr) -> String {
-    let s: String = name
-        .to_string_lossy()
-        .chars()
-        .map(|c| {
-            if c == '/' || c.is_control() || c == char::REPLACEMENT_CHARACTER {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    let mut s = s.trim_start_matches('.').to_owned();
-    while s.len() > 200 {
-        s.pop();
-    }
-    if s.is_empty() || s == ".." {
-        s = "unnamed".into();
-    }
-    s
 }
 
 fn log(p: &Publication, started: std::time::Instant) {
@@ -475,7 +399,7 @@ mod tests {
         #[test]
         fn safe_names_are_safe(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             use std::os::unix::ffi::OsStrExt;
-            let s = safe_name(OsStr::from_bytes(&bytes));
+            let s = crate::spool::layout::safe_name(OsStr::from_bytes(&bytes));
             prop_assert!(!s.is_empty());
             prop_assert!(!s.contains('/'));
             prop_assert!(!s.starts_with('.'));

@@ -4,7 +4,9 @@
 //! they were renamed in, duplicates — while the daemon is killed (SIGKILL) and restarted at
 //! seeded random points. At the end: every request decided exactly once, nothing signed that
 //! the policy denies or that was not ours, nothing outside the spool touched, the ledger
-//! verifies. `benches/soak.sh` runs the same with more files and kills, outside `cargo test`.
+//! verifies. Meanwhile spool subdirectories are swapped for symbolic links to that outside
+//! directory and back (issue 9: the daemon must refuse them and write nothing through them).
+//! `benches/soak.sh` runs the same with more files and kills, outside `cargo test`.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -112,6 +114,10 @@ fn issue_6_adversarial_spool_with_seeded_kills() {
     let spool = Arc::new(Spool { root: root.clone() });
     let stop = Arc::new(AtomicBool::new(false));
     let mut daemon = start(&root);
+    let swapper = {
+        let (spool, outside, stop) = (root.join("spool"), outside.clone(), stop.clone());
+        std::thread::spawn(move || swap_directories(&spool, &outside, seed, &stop))
+    };
 
     let writers: Vec<_> = (0..4)
         .map(|w| {
@@ -123,7 +129,6 @@ fn issue_6_adversarial_spool_with_seeded_kills() {
 
     // Kill and restart at seeded random points while the writers run, and after.
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut log_len = 0;
     for _ in 0..kills {
         std::thread::sleep(Duration::from_millis(rng.random_range(30..250)));
         nix::sys::signal::kill(
@@ -132,7 +137,6 @@ fn issue_6_adversarial_spool_with_seeded_kills() {
         )
         .unwrap();
         let _ = daemon.wait();
-        log_len = std::fs::metadata(root.join("daemon.log")).map_or(0, |m| m.len());
         daemon = start(&root);
     }
     let mut expect = Expect::default();
@@ -142,6 +146,18 @@ fn issue_6_adversarial_spool_with_seeded_kills() {
         }
     }
     stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 0, "no directory was swapped");
+    // A daemon started while a directory was swapped refused to run: start one on the sound
+    // spool.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = daemon.wait();
+    let log_len = std::fs::metadata(root.join("daemon.log")).map_or(0, |m| m.len());
+    daemon = start(&root);
 
     // Let the last daemon finish everything.
     let spool_dir = root.join("spool");
@@ -240,6 +256,40 @@ fn issue_6_adversarial_spool_with_seeded_kills() {
         String::from_utf8_lossy(&verify.stderr)
     );
     assert!(count(&spool_dir.join("rejected")) > 0);
+}
+
+/// Until `stop`: every few hundred milliseconds, atomically exchanges a random spool
+/// subdirectory (not `incoming/`, which the writers write into) with a symbolic link to
+/// `outside`, then exchanges them back. Returns how many swaps were made.
+fn swap_directories(spool: &Path, outside: &Path, seed: u64, stop: &AtomicBool) -> usize {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    const SUBS: [&str; 7] = [
+        "processing",
+        "held",
+        "issued",
+        "status",
+        "archive",
+        "rejected",
+        "published",
+    ];
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5a5a);
+    let link = spool.join(".swap-link");
+    let mut swaps = 0;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
+        let sub = spool.join(SUBS[rng.random_range(0..SUBS.len())]);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(outside, &link).unwrap();
+        let exchange =
+            |a: &Path, b: &Path| renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE);
+        if exchange(&link, &sub).is_ok() {
+            swaps += 1;
+            std::thread::sleep(Duration::from_millis(rng.random_range(20..300)));
+            exchange(&link, &sub).unwrap();
+        }
+        std::fs::remove_file(&link).unwrap();
+    }
+    swaps
 }
 
 /// One writer's share: good requests, denials, and the nasty kinds, in a seeded order.

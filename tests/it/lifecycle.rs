@@ -20,6 +20,7 @@ use smsgate_ca::policy::Policy;
 use smsgate_ca::request::RequestId;
 use smsgate_ca::signer::ca::{self, StatePaths};
 use smsgate_ca::signer::key::PassphraseSource;
+use smsgate_ca::spool::examine::{Item, Origin};
 use smsgate_ca::spool::{Engine, Spool};
 
 use crate::util::*;
@@ -41,6 +42,29 @@ fn issue(env: &TestEnv, ids: &[&str]) -> Vec<String> {
                 .as_str()
                 .unwrap()
                 .to_owned()
+        })
+        .collect()
+}
+
+/// Like [`issue`], also returning each certificate's private key (for revocation proofs).
+fn issue_keyed(env: &TestEnv, ids: &[&str]) -> Vec<(String, std::path::PathBuf)> {
+    let keys: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            env.drop_csr(id, &CsrSpec::ip(&format!("192.168.1.{}", 10 + i)))
+                .key
+        })
+        .collect();
+    env.process();
+    ids.iter()
+        .zip(keys)
+        .map(|(id, key)| {
+            let serial = env.assert_approved(id)["serial"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (serial, key)
         })
         .collect()
 }
@@ -121,8 +145,7 @@ fn engine(env: &TestEnv) -> Engine {
     )
     .unwrap();
     let ledger = Ledger::open(&env.ledger()).unwrap();
-    let spool = Spool::new(&env.spool);
-    spool.ensure().unwrap();
+    let spool = Spool::open(&env.spool).unwrap();
     Engine::new(spool, policy, ca, ledger)
 }
 
@@ -136,11 +159,14 @@ fn revoke_via_spool(env: &TestEnv, engine: &Engine, id: &str, body: &str) -> Dec
 
 fn claim_and_handle(env: &TestEnv, engine: &Engine, name: &str) -> Decision {
     let from = env.incoming(name);
-    let claimed = env.spool_dir("processing").join(name);
-    fs::rename(&from, &claimed).unwrap();
-    handle_spool_file(engine, OsStr::new(name), &claimed)
-        .unwrap()
-        .decision
+    fs::rename(&from, env.spool_dir("processing").join(name)).unwrap();
+    let item = Item {
+        name: name.into(),
+        claimed: name.into(),
+        origin: Origin::Incoming,
+        started: std::time::Instant::now(),
+    };
+    handle_spool_file(engine, &item).unwrap().decision
 }
 
 /// `status/<id>.revoke.json`.
@@ -576,12 +602,13 @@ fn list_warns_when_revocations_have_no_crl_and_when_the_ca_expires_within_90_day
 // ---------------------------------------------------------------------------------------
 
 #[test]
-fn spool_revocation_auto_revokes_and_publishes_a_crl() {
+fn spool_revocation_with_proof_revokes_and_publishes_a_crl() {
     let env = TestEnv::new();
-    let serials = issue(&env, &["r1", "r2"]);
+    let keyed = issue_keyed(&env, &["r1", "r2"]);
+    let serials: Vec<String> = keyed.iter().map(|(s, _)| s.clone()).collect();
     let engine = engine(&env);
-    let body =
-        serde_json::json!({"serial": serials[0], "reason": "keyCompromise", "type": "webhook"});
+    let proof = revocation_proof(&keyed[0].1, &serials[0], "keyCompromise");
+    let body = serde_json::json!({"serial": serials[0], "reason": "keyCompromise", "type": "webhook", "proof": proof});
     assert_eq!(
         revoke_via_spool(&env, &engine, "rv1", &body.to_string()),
         Decision::Revoked
@@ -600,7 +627,13 @@ fn spool_revocation_auto_revokes_and_publishes_a_crl() {
 
     // By request id; the same file again changes nothing; another body under the same id is a
     // duplicate.
-    let by_id = r#"{"request_id": "r2", "reason": "superseded"}"#;
+    let by_id = serde_json::json!({
+        "request_id": "r2",
+        "reason": "superseded",
+        "proof": revocation_proof(&keyed[1].1, &serials[1], "superseded"),
+    })
+    .to_string();
+    let by_id = by_id.as_str();
     assert_eq!(
         revoke_via_spool(&env, &engine, "rv2", by_id),
         Decision::Revoked
@@ -833,12 +866,13 @@ fn ids_revoked(env: &TestEnv) -> Vec<String> {
 #[test]
 fn spool_revocation_through_process() {
     let env = TestEnv::new();
-    let serials = issue(&env, &["r1"]);
+    let keyed = issue_keyed(&env, &["r1"]);
+    let proof = revocation_proof(&keyed[0].1, &keyed[0].0, "keyCompromise");
     env.drop_file(
         "rv1.revoke.json",
         format!(
-            r#"{{"serial": "{}", "reason": "keyCompromise", "type": "webhook"}}"#,
-            serials[0]
+            r#"{{"serial": "{}", "reason": "keyCompromise", "type": "webhook", "proof": "{proof}"}}"#,
+            keyed[0].0
         ),
     );
     env.process();

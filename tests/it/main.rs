@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod adversarial;
+mod boundary;
 mod browser;
 mod client;
 mod config;
@@ -24,6 +25,7 @@ mod pinning;
 mod pkcs11;
 mod policy_check;
 mod process;
+mod real_keys;
 mod serve;
 mod sync;
 mod systemd;

@@ -1296,3 +1296,32 @@ pub const FIXTURES: [(&str, Option<&str>); 8] = [
     ("sha1-rsa2048.csr", Some("weak_signature")),
     ("ca-true.csr", Some("extension_not_allowed")),
 ];
+
+/// A revocation proof (DESIGN §9) made the documented way: `printf 'smsgate-ca revocation
+/// v1\n<serial>\n<reason>\n' | openssl dgst -sha256 -sign KEY | base64 -w0`.
+pub fn revocation_proof(key: &Path, serial: &str, reason: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("openssl dgst -sha256 -sign \"$1\" | base64 -w0")
+        .arg("sh")
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("smsgate-ca revocation v1\n{serial}\n{reason}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl dgst -sign failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

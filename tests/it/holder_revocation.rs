@@ -345,8 +345,6 @@ crate::pg::on_both_backends!(
 /// against `serve`, `sync` carrying the request to the spool, `process` deciding it with the
 /// proof (DESIGN §9: revoked at once, the CRL re-signed), `sync` pushing the record back.
 #[test]
-#[ignore = "needs the signer's `proof` field (the spool branch): on this branch the signer \
-            denies the request invalid_request, unknown field `proof`; un-ignore at merge"]
 fn issue_10_revocation_end_to_end_through_serve_sync_and_the_signer() {
     use crate::util::{CsrSpec, TestEnv};
     let env = TestEnv::new();

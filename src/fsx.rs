@@ -202,6 +202,26 @@ pub fn read_secret(
     Ok(buf)
 }
 
+/// [`read_secret`] without the line ending: passphrase, PIN and token files may end in a
+/// newline (CRLF too), which is not part of the secret (DESIGN §6).
+pub fn read_secret_line(
+    path: &Path,
+    allow_loose: bool,
+    limit: u64,
+) -> io::Result<zeroize::Zeroizing<Vec<u8>>> {
+    let mut secret = read_secret(path, allow_loose, limit)?;
+    while matches!(secret.last(), Some(b'\n' | b'\r')) {
+        secret.pop();
+    }
+    Ok(secret)
+}
+
+/// Whether an error from [`read_secret`] or [`check_private_mode`] is the refusal of a mode
+/// looser than 0600/0700 (not an OS error such as EACCES).
+pub fn is_loose_mode(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::PermissionDenied && e.raw_os_error().is_none()
+}
+
 /// The error for a secret file or directory whose mode lets group or others in, unless
 /// `allow_loose`.
 fn loose_mode_error(path: &Path, mode: u32, dir: bool, allow_loose: bool) -> Option<io::Error> {

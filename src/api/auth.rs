@@ -52,8 +52,8 @@ impl SyncToken {
     /// one trailing newline is not part of the token.
     pub fn load(path: &Path, allow_loose: bool) -> Result<Self, TokenError> {
         let shown = path.display().to_string();
-        crate::fsx::check_private_mode(path, allow_loose).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::PermissionDenied && e.raw_os_error().is_none() {
+        let text = crate::fsx::read_secret_line(path, allow_loose, 4096).map_err(|e| {
+            if crate::fsx::is_loose_mode(&e) {
                 TokenError::LoosePermissions(e.to_string())
             } else {
                 TokenError::Read {
@@ -62,24 +62,13 @@ impl SyncToken {
                 }
             }
         })?;
-        let mut text = std::fs::read(path).map_err(|source| TokenError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        if text.ends_with(b"\n") {
-            text.pop();
-            if text.ends_with(b"\r") {
-                text.pop();
-            }
-        }
-        let ok = !text.is_empty() && text.len() <= 4096 && text.iter().all(u8::is_ascii_graphic);
+        let ok = !text.is_empty() && text.iter().all(u8::is_ascii_graphic);
         if !ok {
             return Err(TokenError::Malformed(shown));
         }
         let token = Self {
             digest: openssl::sha::sha256(&text),
         };
-        text.fill(0);
         Ok(token)
     }
 

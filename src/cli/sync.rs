@@ -127,23 +127,14 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitStatus> {
 
 /// Reads the token: a private file, one line, a trailing newline ignored.
 fn read_token(path: &Path, allow_loose: bool) -> anyhow::Result<Zeroizing<String>> {
-    crate::fsx::check_private_mode(path, allow_loose).map_err(|e| {
-        Fail::usage(if e.kind() == std::io::ErrorKind::PermissionDenied {
+    let text = crate::fsx::read_secret_line(path, allow_loose, 4096).map_err(|e| {
+        Fail::usage(if crate::fsx::is_loose_mode(&e) {
             e.to_string()
         } else {
             format!("cannot read the token file {}: {e}", path.display())
         })
     })?;
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        Fail::usage(format!(
-            "cannot read the token file {}: {e}",
-            path.display()
-        ))
-    })?);
-    let token = text
-        .strip_suffix("\r\n")
-        .or_else(|| text.strip_suffix('\n'))
-        .unwrap_or(&text);
+    let token = std::str::from_utf8(&text).unwrap_or_default();
     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Fail::usage(format!(
             "the token file {} must hold one line of printable characters",

@@ -171,17 +171,14 @@ pub fn load(
 
 fn read_passphrase_file(path: &Path, allow_loose: bool) -> Result<Passphrase, KeyError> {
     // Refused like a key file when group or others may read it (DESIGN §9).
-    let secret = fsx::read_secret(path, allow_loose, MAX_PASSPHRASE_BYTES).map_err(|source| {
-        KeyError::PassphraseFile {
-            path: path.to_owned(),
-            source,
-        }
-    })?;
-    let mut bytes = secret.to_vec();
-    // A trailing newline (CRLF too) is not part of the secret (DESIGN §6).
-    while matches!(bytes.last(), Some(b'\n' | b'\r')) {
-        bytes.pop();
-    }
+    let secret =
+        fsx::read_secret_line(path, allow_loose, MAX_PASSPHRASE_BYTES).map_err(|source| {
+            KeyError::PassphraseFile {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+    let bytes = secret.to_vec();
     if bytes.is_empty() {
         return Err(KeyError::EmptyPassphrase(path.to_owned()));
     }

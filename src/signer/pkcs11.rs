@@ -164,20 +164,15 @@ pub struct PinSource {
 impl PinSource {
     /// Reads the PIN into a buffer wiped when dropped. The file must be 0600 or stricter.
     pub fn read(&self) -> Result<Zeroizing<String>, TokenError> {
-        let io = |e: std::io::Error| TokenError::PinFile(format!("{}: {e}", self.path.display()));
-        fsx::check_private_mode(&self.path, self.allow_loose).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::PermissionDenied {
-                TokenError::PinFile(format!("the PIN file {e}"))
-            } else {
-                io(e)
-            }
-        })?;
-        let bytes = Zeroizing::new(std::fs::read(&self.path).map_err(io)?);
-        let mut end = bytes.len();
-        // A trailing newline (CRLF too) is not part of the secret (DESIGN §6).
-        while end > 0 && matches!(bytes[end - 1], b'\n' | b'\r') {
-            end -= 1;
-        }
+        let bytes =
+            fsx::read_secret_line(&self.path, self.allow_loose, MAX_PIN_BYTES).map_err(|e| {
+                if crate::fsx::is_loose_mode(&e) {
+                    TokenError::PinFile(format!("the PIN file {e}"))
+                } else {
+                    TokenError::PinFile(format!("{}: {e}", self.path.display()))
+                }
+            })?;
+        let end = bytes.len();
         if end == 0 {
             return Err(TokenError::PinFile(format!(
                 "{} is empty: put the token's user PIN in it",
@@ -198,6 +193,9 @@ impl PinSource {
         Some((m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
     }
 }
+
+/// The largest PIN file read.
+const MAX_PIN_BYTES: u64 = 4096;
 
 /// Inode, modification time (s, ns) and length of a file.
 type FileStamp = (u64, i64, i64, u64);
